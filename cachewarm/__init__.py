@@ -1,0 +1,31 @@
+"""cachewarm: keep a shop's Redis cache warm from MySQL, safely, from cron.
+
+The library API the CLI is built on; call it from Python with resolved Settings.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import DryRunReport, InvalidateResult, dry_run, invalidate, show, status, warm
+from .config import Settings, load_settings
+from .errors import CachewarmError
+from .keys import Keys
+
+try:
+    __version__ = version("cachewarm")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "CachewarmError",
+    "DryRunReport",
+    "InvalidateResult",
+    "Keys",
+    "Settings",
+    "__version__",
+    "dry_run",
+    "invalidate",
+    "load_settings",
+    "show",
+    "status",
+    "warm",
+]

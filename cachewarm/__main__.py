@@ -1,0 +1,5 @@
+"""`python -m cachewarm`, for hosts where the console script is not on PATH."""
+
+from .cli import main
+
+main()

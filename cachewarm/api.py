@@ -1,0 +1,412 @@
+"""The library API: one warm, a dry run, invalidation, and the read-only views.
+
+Each function takes resolved Settings and returns plain data, so the CLI only parses and
+prints, and tests call these directly against real servers.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pymysql
+import redis
+import redis.exceptions
+import structlog
+
+from . import lock, runlog, sink, source
+from .config import Settings, redact_url, require_queries
+from .errors import CachewarmError, DeadlineExceeded, Interrupted, LockHeld, SinkError
+from .keys import Keys
+from .runlog import RunRecord
+
+log = structlog.get_logger("cachewarm")
+
+Progress = Callable[[int, int], None]  # (ids just done, total ids)
+DRY_RUN_SAMPLES = 5
+
+
+def keys_for(settings: Settings) -> Keys:
+    return Keys(settings.keys.prefix, settings.keys.version)
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextlib.contextmanager
+def _recorded(settings: Settings, command: str) -> Iterator[RunRecord]:
+    """Write exactly one run-log line for the block, whatever way it ends."""
+    record = RunRecord(
+        run_id=secrets.token_hex(6),
+        command=command,
+        started_at=_utc_now(),
+        prefix=settings.keys.prefix,
+        version=settings.keys.version,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    runlog.check_writable(settings.runlog)
+    started = time.monotonic()
+    bound = log.bind(run_id=record.run_id, command=command)
+    bound.info("run.started", prefix=record.prefix, version=record.version)
+    try:
+        yield record
+        if record.status == "running":
+            record.status = "ok"
+    except LockHeld as exc:
+        record.status, record.error = "skipped", str(exc)
+        raise
+    except (Interrupted, KeyboardInterrupt) as exc:
+        record.status, record.error = "interrupted", str(exc) or "interrupted by SIGINT"
+        raise
+    except CachewarmError as exc:
+        record.status, record.error = "failed", str(exc)
+        raise
+    except Exception as exc:
+        record.status, record.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.ended_at = _utc_now()
+        record.duration_s = round(time.monotonic() - started, 3)
+        runlog.append(settings.runlog, record)
+        bound.info(
+            "run.finished",
+            status=record.status,
+            duration_s=record.duration_s,
+            hot=record.hot,
+            written=record.written,
+            unchanged=record.unchanged,
+            error=record.error,
+        )
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _read_batch(
+    conn: pymysql.Connection[Any], settings: Settings, batch: Sequence[int], record: RunRecord
+) -> list[tuple[int, bytes]]:
+    """Listings of one batch; ids without a row get b'' (their stale listing is removed)."""
+    wanted = set(batch)
+    found: dict[int, bytes] = {}
+    limit = settings.warm.max_payload_bytes
+    for product_id, payload in source.listings(conn, settings.warm.listing_query, batch):
+        if product_id not in wanted:
+            continue
+        record.read += 1
+        if len(payload) > limit:
+            record.skipped_oversize += 1
+            log.warning("listing.oversize", product_id=product_id, bytes=len(payload), limit=limit)
+            wanted.discard(product_id)
+            continue
+        found[product_id] = payload
+    return [(i, found.get(i, b"")) for i in batch if i in wanted]
+
+
+def _check_deadline(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise DeadlineExceeded(f"run passed run.max_seconds while {what}; stopped")
+
+
+def warm(settings: Settings, *, progress: Progress | None = None) -> RunRecord:
+    """One full warm under the lock: hot ids, listings in batches, then the hot list."""
+    require_queries(settings)
+    keys = keys_for(settings)
+    where = redact_url(settings.redis.url)
+    with _recorded(settings, "run") as record, contextlib.ExitStack() as stack:
+        if settings.run.lock == "file":
+            fence = stack.enter_context(lock.file_lock(settings.lockfile, record.run_id))
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        if settings.run.lock == "redis":
+            fence = stack.enter_context(
+                lock.redis_lock(client, keys.lock, record.run_id, ttl_s=settings.run.lock_ttl)
+            )
+        deadline = time.monotonic() + settings.run.max_seconds
+        start_ms = _redis_call(client, sink.server_time_ms, where)
+        fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
+        conn = source.connect(settings.mysql)
+        stack.callback(conn.close)
+        ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
+        record.hot, record.hot_ids = len(ids), ids
+        log.info("hot.selected", run_id=record.run_id, hot=len(ids))
+        if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
+            log.warning("hot.empty", run_id=record.run_id, kept=keys.hot)
+        else:
+            _write_all(settings, client, conn, keys, fence, ids, record, deadline, progress)
+            _publish(settings, client, keys, fence, ids, record, start_ms)
+    return record
+
+
+def _redis_call(client: redis.Redis, fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    try:
+        return fn(client, *args)
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {where} failed: {exc}") from None
+
+
+def _write_all(
+    settings: Settings,
+    client: redis.Redis,
+    conn: pymysql.Connection[Any],
+    keys: Keys,
+    fence: sink.Fence,
+    ids: Sequence[int],
+    record: RunRecord,
+    deadline: float,
+    progress: Progress | None,
+) -> None:
+    where = redact_url(settings.redis.url)
+    writer = sink.BatchWriter(
+        client,
+        keys,
+        fence,
+        ttl_s=settings.warm.ttl,
+        jitter=settings.warm.ttl_jitter,
+        where=where,
+    )
+    present: set[int] = set()
+    try:
+        for batch in _chunks(ids, settings.warm.batch_size):
+            _check_deadline(deadline, "reading listings")
+            epoch = _redis_call(client, sink.read_epoch, where, keys)
+            items = _read_batch(conn, settings, batch, record)
+            present.update(i for i, payload in items if payload)
+            writer.send(epoch, items)
+            log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
+            if progress:
+                progress(len(batch), len(ids))
+        totals = writer.finish()
+    finally:
+        writer.close()
+    record.written, record.unchanged, record.removed = (
+        totals.written,
+        totals.unchanged,
+        totals.removed,
+    )
+    record.bytes, record.skipped_invalidated = totals.bytes, len(writer.skipped)
+    present.difference_update(writer.skipped)
+    record.hot_ids = [i for i in ids if i in present]
+
+
+def _publish(
+    settings: Settings,
+    client: redis.Redis,
+    keys: Keys,
+    fence: sink.Fence,
+    ids: Sequence[int],
+    record: RunRecord,
+    start_ms: int,
+) -> None:
+    """Publish only ids whose listing this run wrote or confirmed.
+
+    The list expires `ttl` after the run started, never later than any listing in it
+    (each of those was written after the start with at least `ttl`).
+    """
+    hot = record.hot_ids
+    sink.publish_hot(
+        client,
+        keys,
+        fence,
+        json.dumps(hot, separators=(",", ":")).encode(),
+        expire_at_ms=start_ms + settings.warm.ttl * 1000,
+        meta={"published_at": _utc_now(), "run_id": record.run_id, "size": str(len(hot))},
+        where=redact_url(settings.redis.url),
+    )
+    record.hot_published = True
+    log.info("hot.published", run_id=record.run_id, key=keys.hot, size=len(hot), of=len(ids))
+
+
+@dataclass
+class DryRunReport:
+    """What a warm would change, computed from reads only."""
+
+    record: RunRecord
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    would_remove: int = 0
+    bytes: int = 0
+    hot_changed: bool = False
+    samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
+
+
+def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunReport:
+    """Everything a warm reads, compared with Redis; no lock, no write, no expiry touched."""
+    require_queries(settings)
+    keys = keys_for(settings)
+    where = redact_url(settings.redis.url)
+    with _recorded(settings, "dry-run") as record, contextlib.ExitStack() as stack:
+        record.status = "dry-run"
+        report = DryRunReport(record)
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        conn = source.connect(settings.mysql)
+        stack.callback(conn.close)
+        ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
+        record.hot, record.hot_ids = len(ids), ids
+        hot: list[int] = []
+        for batch in _chunks(ids, settings.warm.batch_size):
+            items = _read_batch(conn, settings, batch, record)
+            current = _redis_call(client, sink.current_values, where, keys, [i for i, _ in items])
+            for (product_id, payload), old in zip(items, current, strict=True):
+                _tally(report, keys.product(product_id), payload, old)
+                if payload:
+                    hot.append(product_id)
+            if progress:
+                progress(len(batch), len(ids))
+        old_hot = _redis_call(client, lambda c: c.get(keys.hot), where)
+        new_hot = json.dumps(hot, separators=(",", ":")).encode()
+        report.hot_changed = bool(ids) and old_hot != new_hot
+        record.written, record.unchanged, record.bytes = (
+            report.new + report.changed,
+            report.unchanged,
+            report.bytes,
+        )
+    return report
+
+
+def _tally(report: DryRunReport, key: str, payload: bytes, old: bytes | None) -> None:
+    if not payload:
+        state = "remove" if old is not None else ""
+        report.would_remove += old is not None
+    elif old is None:
+        state, report.new = "new", report.new + 1
+    elif old != payload:
+        state, report.changed = "changed", report.changed + 1
+    else:
+        state, report.unchanged = "", report.unchanged + 1
+    report.bytes += len(payload)
+    if state and len(report.samples) < DRY_RUN_SAMPLES:
+        report.samples.append((state, key, len(payload)))
+
+
+@dataclass
+class InvalidateResult:
+    record: RunRecord
+    deleted: int = 0
+    rewarmed: int = 0
+    missing: list[int] = field(default_factory=list)  # rewarm found no listing row
+
+
+def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) -> InvalidateResult:
+    """Drop these listings now, and fence out any warm that read them before this call.
+
+    With rewarm, read them fresh from MySQL afterwards and write them; a later
+    invalidation still wins over this rewrite.
+    """
+    if rewarm:
+        require_queries(settings)
+    keys = keys_for(settings)
+    where = redact_url(settings.redis.url)
+    with _recorded(settings, "invalidate") as record, contextlib.ExitStack() as stack:
+        result = InvalidateResult(record)
+        record.hot, record.hot_ids = len(ids), list(ids)
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        epoch, result.deleted = sink.invalidate(
+            client,
+            keys,
+            ids,
+            tombstone_s=settings.run.max_seconds,
+            batch=settings.warm.batch_size,
+            where=where,
+        )
+        record.removed = result.deleted
+        log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
+        if rewarm:
+            conn = source.connect(settings.mysql)
+            stack.callback(conn.close)
+            now_ms = _redis_call(client, sink.server_time_ms, where)
+            fence = sink.Fence(
+                lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+            )
+            writer = sink.BatchWriter(
+                client,
+                keys,
+                fence,
+                ttl_s=settings.warm.ttl,
+                jitter=settings.warm.ttl_jitter,
+                where=where,
+            )
+            try:
+                for batch in _chunks(ids, settings.warm.batch_size):
+                    items = _read_batch(conn, settings, batch, record)
+                    result.missing += [i for i, payload in items if not payload]
+                    writer.send(epoch, [(i, p) for i, p in items if p])
+                totals = writer.finish()
+            finally:
+                writer.close()
+            result.rewarmed = totals.written + totals.unchanged
+            record.written, record.bytes = result.rewarmed, totals.bytes
+            record.skipped_invalidated = len(writer.skipped)
+    return result
+
+
+def show(settings: Settings, product_id: int) -> bytes | None:
+    """The listing exactly as readers GET it, or None when not cached."""
+    keys = keys_for(settings)
+    client = sink.connect(settings.redis)
+    try:
+        value = _redis_call(
+            client, lambda c: c.get(keys.product(product_id)), redact_url(settings.redis.url)
+        )
+    finally:
+        client.close()
+    return value if isinstance(value, bytes) else None
+
+
+def status(settings: Settings, *, runs: int = 5) -> dict[str, Any]:
+    """Recent runs, the lock holder and the published hot list.
+
+    Redis trouble is reported in the result, not raised: status must work when Redis is down.
+    """
+    keys = keys_for(settings)
+    report: dict[str, Any] = {
+        "prefix": settings.keys.prefix,
+        "version": settings.keys.version,
+        "runlog": str(settings.runlog),
+        "runs": runlog.tail(settings.runlog, runs),
+        "lock": None,
+        "hot": None,
+        "redis_error": None,
+    }
+    if settings.run.lock == "file":
+        report["lock"] = lock.file_lock_holder(settings.lockfile)
+    try:
+        client = sink.connect(settings.redis)
+    except SinkError as exc:
+        report["redis_error"] = str(exc)
+        return report
+    try:
+        if settings.run.lock == "redis":
+            report["lock"] = lock.redis_lock_holder(client, keys.lock)
+        raw_meta: dict[bytes, bytes] = client.hgetall(keys.hot_meta)  # type: ignore[assignment]
+        meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
+        ttl_ms = client.pttl(keys.hot)
+        if meta and ttl_ms != -2:
+            published = calendar.timegm(time.strptime(meta["published_at"], "%Y-%m-%dT%H:%M:%SZ"))
+            report["hot"] = {
+                "key": keys.hot,
+                "size": int(meta.get("size", 0)),
+                "published_at": meta["published_at"],
+                "age_s": round(time.time() - published, 1),
+                "run_id": meta.get("run_id"),
+                "expires_in_s": round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
+            }
+    except redis.exceptions.RedisError as exc:
+        report["redis_error"] = f"Redis at {redact_url(settings.redis.url)} failed: {exc}"
+    finally:
+        client.close()
+    return report

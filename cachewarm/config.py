@@ -1,0 +1,396 @@
+"""Settings: TOML file, then `CACHEWARM_<SECTION>_<KEY>` env vars, then flags, into one object.
+
+Resolved once at the entry point and passed down, so no other module reads the
+environment. Anything unknown or mistyped is a ConfigError naming its source, because a
+typo in a cron job's config should fail loudly on the first run, not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import ConfigError
+
+ENV_PREFIX = "CACHEWARM_"
+CONFIG_ENV = "CACHEWARM_CONFIG"
+
+
+class Secret:
+    """A password that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class MySQLSettings:
+    url: str = "mysql://root@127.0.0.1:3306/shop"
+    password: Secret | None = None  # else the URL's, else ~/.my.cnf's
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_verify_identity: bool = False
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    password: Secret | None = None
+    connect_timeout: float = 5.0
+    timeout: float = 30.0
+    ssl_ca_certs: str | None = None
+
+
+@dataclass(frozen=True)
+class WarmSettings:
+    hot_query: str = ""
+    listing_query: str = ""
+    limit: int = 1000
+    ttl: int = 900
+    ttl_jitter: float = 0.1  # fraction of ttl added at random so keys don't expire together
+    batch_size: int = 500
+    max_payload_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    prefix: str = "cachewarm"
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    lockfile: str = ""  # "" = per-user default, see default_state_dir()
+    log: str = ""
+    lock: str = "file"  # or "redis", for several cron hosts
+    lock_ttl: float = 60.0
+    max_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    mysql: MySQLSettings = field(default_factory=MySQLSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    warm: WarmSettings = field(default_factory=WarmSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    source: str = "defaults"  # where the file came from, for messages
+
+    @property
+    def lockfile(self) -> Path:
+        return (
+            Path(self.run.lockfile)
+            if self.run.lockfile
+            else default_state_dir() / (f"{self.keys.prefix}-v{self.keys.version}.lock")
+        )
+
+    @property
+    def runlog(self) -> Path:
+        return (
+            Path(self.run.log)
+            if self.run.log
+            else default_state_dir() / (f"{self.keys.prefix}-v{self.keys.version}.runs.jsonl")
+        )
+
+    def secrets(self) -> list[str]:
+        """Every secret value this config holds, for redaction of any output."""
+        return [s.reveal() for s in (self.mysql.password, self.redis.password) if s and s.reveal()]
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "mysql": MySQLSettings,
+    "redis": RedisSettings,
+    "warm": WarmSettings,
+    "keys": KeySettings,
+    "run": RunSettings,
+}
+
+Overrides = Mapping[tuple[str, str], object]
+
+
+def default_state_dir() -> Path:
+    """Per-user, never a shared /tmp: a private directory defeats symlink tricks."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cachewarm"
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
+) -> Settings:
+    """Resolve settings with precedence flag > env > file > default."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, tuple[object, str]]] = {name: {} for name in SECTIONS}
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        for section, values in _read_toml(Path(path)).items():
+            for key, value in values.items():
+                raw[section][key] = (value, f"{path}: [{section}] {key}")
+    for name, value in env.items():
+        if (
+            name.startswith(ENV_PREFIX)
+            and name != CONFIG_ENV
+            and not name.startswith(f"{ENV_PREFIX}TEST_")
+        ):
+            section, key = _env_target(name)
+            raw[section][key] = (value, name)
+    for (section, key), value in (overrides or {}).items():
+        if value is not None:
+            raw[section][key] = (value, f"--{key.replace('_', '-')}")
+    built = {name: _build(cls, raw[name]) for name, cls in SECTIONS.items()}
+    settings = _absorb_url_passwords(Settings(**built, source=source))
+    validate(settings)
+    return settings
+
+
+def _absorb_url_passwords(s: Settings) -> Settings:
+    """Move a password written in a URL into a Secret, so no repr or message can show it.
+
+    An explicit `password` (file or env) wins over the URL's.
+    """
+    mysql_url, mysql_pw = _split_password(s.mysql.url)
+    redis_url, redis_pw = _split_password(s.redis.url)
+    return replace(
+        s,
+        mysql=replace(s.mysql, url=mysql_url, password=s.mysql.password or mysql_pw),
+        redis=replace(s.redis, url=redis_url, password=s.redis.password or redis_pw),
+    )
+
+
+def _split_password(url: str) -> tuple[str, Secret | None]:
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        return url, None
+    if not password:
+        return url, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return parts._replace(netloc=netloc).geturl(), Secret(unquote(password))
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} unreadable: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    result: dict[str, dict[str, object]] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: {section} must be a [{section}] table")
+        known = {f.name for f in fields(SECTIONS[section])}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
+        result[section] = values
+    return result
+
+
+def _env_target(name: str) -> tuple[str, str]:
+    rest = name[len(ENV_PREFIX) :].lower()
+    section, _, key = rest.partition("_")
+    if section not in SECTIONS or key not in {f.name for f in fields(SECTIONS[section])}:
+        raise ConfigError(f"unknown environment variable {name}")
+    return section, key
+
+
+def _build(cls: type[Any], values: dict[str, tuple[object, str]]) -> Any:
+    hints = typing.get_type_hints(cls, globalns=globals())
+    kwargs = {key: _coerce(hints[key], value, origin) for key, (value, origin) in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: object, origin: str) -> object:
+    """Turn a TOML, env (string) or flag value into the field's type, or say why not."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    target = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if optional and value in ("", None):
+        return None
+    if target is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: expected a string")
+        return Secret(value)
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{origin}: expected true or false, got {value!r}")
+    if target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ConfigError(f"{origin}: expected an integer, got {value!r}")
+    if target is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{origin}: expected a number, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{origin}: expected a string, got {value!r}")
+    return value
+
+
+def validate(s: Settings) -> None:
+    """Range and shape checks that types alone cannot express."""
+    checks: list[tuple[bool, str]] = [
+        (s.warm.limit > 0, "[warm] limit must be positive"),
+        (s.warm.ttl > 0, "[warm] ttl must be positive (seconds)"),
+        (0 <= s.warm.ttl_jitter <= 1, "[warm] ttl_jitter must be between 0 and 1"),
+        (0 < s.warm.batch_size <= 100_000, "[warm] batch_size must be between 1 and 100000"),
+        (s.warm.max_payload_bytes > 0, "[warm] max_payload_bytes must be positive"),
+        (s.keys.version > 0, "[keys] version must be a positive integer"),
+        (
+            bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s.keys.prefix)),
+            "[keys] prefix may only hold letters, digits, '_', '-' and '.'",
+        ),
+        (s.run.lock in ("file", "redis"), '[run] lock must be "file" or "redis"'),
+        (s.run.lock_ttl >= 1, "[run] lock_ttl must be at least 1 second"),
+        (s.run.max_seconds > 0, "[run] max_seconds must be positive"),
+        (
+            s.mysql.connect_timeout > 0 and s.mysql.read_timeout > 0,
+            "[mysql] timeouts must be positive",
+        ),
+        (s.redis.connect_timeout > 0 and s.redis.timeout > 0, "[redis] timeouts must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{s.source}: {message}")
+    mysql_target(s.mysql)
+    redis_target(s.redis)
+
+
+def require_queries(s: Settings) -> None:
+    """Only commands that read MySQL need the queries; `show` and `status` do not."""
+    if not s.warm.hot_query.strip():
+        raise ConfigError(f"{s.source}: [warm] hot_query is not set")
+    if not s.warm.listing_query.strip():
+        raise ConfigError(f"{s.source}: [warm] listing_query is not set")
+    if "%(ids)s" not in s.warm.listing_query:
+        raise ConfigError(f"{s.source}: [warm] listing_query must contain %(ids)s")
+
+
+@dataclass(frozen=True)
+class MySQLTarget:
+    """The MySQL URL taken apart; `password` stays wrapped until the driver needs it."""
+
+    host: str
+    port: int
+    user: str | None
+    password: Secret | None
+    database: str
+    unix_socket: str | None
+
+    def display(self) -> str:
+        where = self.unix_socket or f"{self.host}:{self.port}"
+        return f"MySQL at {where}/{self.database}" + (f" as {self.user}" if self.user else "")
+
+
+def mysql_target(s: MySQLSettings) -> MySQLTarget:
+    parts = urlsplit(s.url)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ConfigError(f"[mysql] url must start with mysql://, got {redact_url(s.url)!r}")
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ConfigError(f"[mysql] url names no database: {redact_url(s.url)!r}")
+    query = dict(parse_qsl(parts.query))
+    unknown = set(query) - {"unix_socket"}
+    if unknown:
+        raise ConfigError(f"[mysql] url has unknown parameter(s): {', '.join(sorted(unknown))}")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ConfigError(f"[mysql] url has an invalid port: {redact_url(s.url)!r}") from None
+    return MySQLTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=s.password,
+        database=database,
+        unix_socket=query.get("unix_socket"),
+    )
+
+
+def redis_target(s: RedisSettings) -> str:
+    """Check the Redis URL's shape; redis-py parses the rest."""
+    parts = urlsplit(s.url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"[redis] url must start with redis://, rediss:// or unix://, got {redact_url(s.url)!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"[redis] url has an invalid port: {redact_url(s.url)!r}") from None
+    return redact_url(s.url)
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: any password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def with_overrides(settings: Settings, overrides: Overrides) -> Settings:
+    """Apply flag values on top of already-loaded settings (used by tests and the CLI)."""
+    sections = {name: getattr(settings, name) for name in SECTIONS}
+    for (section, key), value in overrides.items():
+        if value is not None:
+            hint = typing.get_type_hints(SECTIONS[section], globalns=globals())[key]
+            coerced = _coerce(hint, value, f"--{key.replace('_', '-')}")
+            sections[section] = replace(sections[section], **{key: coerced})
+    result = _absorb_url_passwords(replace(settings, **sections))
+    validate(result)
+    return result

@@ -1,0 +1,82 @@
+"""MySQL values to listing JSON: the whole type mapping, in one place.
+
+The driver is told to hand over DECIMAL, DATE and TIME as the server's own text and
+DATETIME already in ISO 8601, so the hot path never builds Decimal or datetime objects
+only to turn them back into strings. What is left for Python is one dict and one
+C-accelerated `json` call per row; bytes (binary columns) reach `default` and become
+base64.
+
+| MySQL                  | JSON                                                  |
+|------------------------|-------------------------------------------------------|
+| integer types          | number                                                |
+| DECIMAL                | string with the exact digits, "19.90"                 |
+| FLOAT, DOUBLE          | number                                                |
+| DATE                   | "YYYY-MM-DD"                                          |
+| DATETIME, TIMESTAMP    | "YYYY-MM-DDTHH:MM:SS", ".ffffff" kept when non-zero   |
+| TIME                   | "HH:MM:SS" as the server prints it                    |
+| NULL                   | null                                                  |
+| text types             | string, full utf8mb4                                  |
+| binary types, BIT      | base64 string                                         |
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pymysql import converters
+from pymysql.constants import FIELD_TYPE
+
+
+def iso_datetime(raw: str) -> str:
+    """'2026-11-24 10:15:00.500' -> '2026-11-24T10:15:00.500000'; a zero fraction is dropped.
+
+    Six fraction digits whatever the column's precision, as Python's isoformat() does.
+    """
+    date, _, rest = raw.partition(" ")
+    clock, _, fraction = rest.partition(".")
+    if fraction.strip("0"):
+        return f"{date}T{clock}.{fraction.ljust(6, '0')}"
+    return f"{date}T{clock}"
+
+
+def pymysql_conversions() -> dict[Any, Any]:
+    """PyMySQL's conversion table with the decoders above; encoders stay stock."""
+    table: dict[Any, Any] = dict(converters.conversions)
+    for type_code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DATE, FIELD_TYPE.TIME):
+        table[type_code] = converters.through
+    table[FIELD_TYPE.DATETIME] = iso_datetime
+    table[FIELD_TYPE.TIMESTAMP] = iso_datetime
+    return table
+
+
+def _binary(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot put a {type(value).__name__} into listing JSON")
+
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_binary, check_circular=False
+).encode
+
+
+class ListingEncoder:
+    """Turns rows of one result set into listing JSON bytes, keys in column order."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        duplicates = sorted({c for c in columns if list(columns).count(c) > 1})
+        if duplicates:
+            raise ValueError(f"listing query returns column(s) {', '.join(duplicates)} twice")
+        if "id" not in columns:
+            raise ValueError("listing query returns no column named `id`")
+        self.columns = tuple(columns)
+        self.id_index = self.columns.index("id")
+
+    def encode(self, row: Sequence[object]) -> bytes:
+        return _encode(dict(zip(self.columns, row, strict=True))).encode("utf-8")
+
+
+Encode = Callable[[Sequence[object]], bytes]

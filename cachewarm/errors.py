@@ -1,0 +1,64 @@
+"""Every failure cachewarm reports, each with the exit code cron and scripts see.
+
+Messages are one line and name the thing that failed (server, key, file) so the
+on-call engineer knows where to look without a traceback.
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_FAILED = 1
+EX_USAGE = 2
+EX_TEMPFAIL = 75  # sysexits.h: "try again later", the cron-friendly code for a held lock
+
+
+class CachewarmError(Exception):
+    """Base class: the run failed; the message is the one line an operator reads."""
+
+    exit_code = EX_FAILED
+
+
+class ConfigError(CachewarmError):
+    """Bad configuration file, environment variable or flag."""
+
+    exit_code = EX_USAGE
+
+
+class UsageError(CachewarmError):
+    """Bad command-line input such as a malformed product id."""
+
+    exit_code = EX_USAGE
+
+
+class LockHeld(CachewarmError):
+    """Another run holds the lock; this one skipped without touching anything."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class LockError(CachewarmError):
+    """The lock could not be taken for a reason other than another holder."""
+
+
+class LockLost(CachewarmError):
+    """The Redis lock expired or was taken over while this run was writing."""
+
+
+class SourceError(CachewarmError):
+    """MySQL failed: unreachable, refused the login, or a query failed."""
+
+
+class SinkError(CachewarmError):
+    """Redis failed: unreachable, refused the login, or a write failed."""
+
+
+class DeadlineExceeded(CachewarmError):
+    """The run passed `run.max_seconds`; stopped so a hung step cannot hold the lock."""
+
+
+class Interrupted(CachewarmError):
+    """SIGTERM or SIGINT arrived; the run stopped early."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.exit_code = exit_code

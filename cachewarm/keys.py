@@ -1,0 +1,82 @@
+"""Every Redis key name cachewarm reads or writes, and the product ids they are built from.
+
+The listing and hot-list keys are the reader contract (documented in the README);
+everything under `:meta:` is cachewarm's own bookkeeping. All keys carry the format
+version, so bumping `keys.version` gives new readers a fresh namespace while old
+readers keep reading the old one until it expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+MAX_ID = 2**64 - 1  # BIGINT UNSIGNED
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one prefix and format version."""
+
+    prefix: str
+    version: int
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:v{self.version}"
+
+    def product(self, product_id: int) -> str:
+        """The listing JSON of one product: one GET for any reader."""
+        return f"{self.base}:product:{product_id}"
+
+    @property
+    def hot(self) -> str:
+        """JSON array of hot ids, hottest first; only ids whose listing was written."""
+        return f"{self.base}:hot"
+
+    @property
+    def hot_meta(self) -> str:
+        """Hash describing the published hot list (when, by which run, how many)."""
+        return f"{self.base}:meta:hot"
+
+    @property
+    def epoch(self) -> str:
+        """Counter bumped by every invalidation; warms record it before reading MySQL."""
+        return f"{self.base}:meta:epoch"
+
+    def tombstone(self, product_id: int) -> str:
+        """Epoch of the last invalidation of a product: fences out stale in-flight writes."""
+        return f"{self.base}:meta:inval:{product_id}"
+
+    @property
+    def lock(self) -> str:
+        """The Redis lock (`run.lock = "redis"`), one per prefix and version."""
+        return f"{self.base}:meta:lock"
+
+    @property
+    def watermark(self) -> str:
+        """MySQL time up to which changes are known to be cached (incremental warms)."""
+        return f"{self.base}:meta:watermark"
+
+
+def parse_id(text: str) -> int:
+    """A product id as typed by a person: a non-negative decimal integer, nothing else."""
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit():
+        raise UsageError(f"invalid product id {text!r}: expected a non-negative integer")
+    value = int(stripped)
+    if value > MAX_ID:
+        raise UsageError(f"invalid product id {text!r}: larger than BIGINT UNSIGNED")
+    return value
+
+
+def parse_ids(texts: Iterable[str]) -> list[int]:
+    """Validate every id before anything is touched; keep order, drop repeats."""
+    seen: dict[int, None] = {}
+    for text in texts:
+        seen.setdefault(parse_id(text), None)
+    if not seen:
+        raise UsageError("no product ids given")
+    return list(seen)

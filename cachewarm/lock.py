@@ -1,0 +1,179 @@
+"""One run at a time: a flock'd file on one host, or a fenced Redis lock across hosts.
+
+flock, not a pidfile: the kernel drops the lock when the holder dies, even by kill -9,
+so a stale lock cannot exist. The pid, host and start time written into the file are for
+`status` only; they never decide anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from .errors import LockError, LockHeld
+from .sink import Fence
+
+ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well under 1 s
+
+EXTEND_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def holder_info(run_id: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def describe_holder(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "another run"
+    return (
+        f"run {info.get('run_id', '?')} (pid {info.get('pid', '?')} on "
+        f"{info.get('host', '?')}, since {info.get('started_at', '?')})"
+    )
+
+
+def _open_lockfile(path: Path, flags: int) -> int:
+    """Open without following symlinks, so nobody can point our lock at their file."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockError(f"lockfile {path} is a symlink; refusing to use it") from None
+        raise LockError(f"cannot open lockfile {path}: {exc.strerror}") from None
+
+
+def _read_info(fd: int) -> dict[str, Any] | None:
+    try:
+        data = os.pread(fd, 4096, 0)
+        info = json.loads(data) if data.strip() else None
+    except (OSError, ValueError):
+        return None  # garbage from an old run: informational only
+    return info if isinstance(info, dict) else None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, run_id: str) -> Iterator[Fence]:
+    """Hold an exclusive flock on `path` for the duration of the block."""
+    ensure_private_dir(path.parent)
+    fd = _open_lockfile(path, os.O_RDWR | os.O_CREAT)
+    try:
+        give_up = time.monotonic() + ACQUIRE_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise LockError(
+                        f"cannot lock {path}: {exc.strerror} (does this filesystem support flock?)"
+                    ) from None
+                if time.monotonic() >= give_up:
+                    raise LockHeld(
+                        f"lock {path} is held by {describe_holder(_read_info(fd))}"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder_info(run_id)).encode() + b"\n", 0)
+        yield Fence(lock_key="")
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def file_lock_holder(path: Path) -> dict[str, Any] | None:
+    """Who holds the lock now, or None. Peeks with a shared lock, never blocks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_info(fd) or {}
+        return None
+    finally:
+        os.close(fd)
+
+
+def ensure_private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LockError(f"cannot create directory {path}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def redis_lock(client: redis.Redis, key: str, run_id: str, *, ttl_s: float) -> Iterator[Fence]:
+    """SET NX with a unique token, renewed in the background while the run lives.
+
+    If renewal stops (the process was paused past the TTL) and another host takes the
+    lock, this run's writes are refused by the token check in every write script.
+    """
+    token = json.dumps({**holder_info(run_id), "token": secrets.token_hex(16)})
+    ttl_ms = int(ttl_s * 1000)
+    if not client.set(key, token, nx=True, px=ttl_ms):
+        raise LockHeld(
+            f"Redis lock {key} is held by {describe_holder(redis_lock_holder(client, key))}"
+        )
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            try:
+                if not client.eval(EXTEND_SCRIPT, 1, key, token, ttl_ms):
+                    return  # lost; the fence will stop our writes
+            except redis.exceptions.RedisError:
+                continue  # transient: try again next period, the fence still protects
+
+    renewer = threading.Thread(target=renew, name="cachewarm-lock-renewal", daemon=True)
+    renewer.start()
+    try:
+        yield Fence(lock_key=key, token=token)
+    finally:
+        stop.set()
+        renewer.join()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            client.eval(RELEASE_SCRIPT, 1, key, token)
+
+
+def redis_lock_holder(client: redis.Redis, key: str) -> dict[str, Any] | None:
+    raw = client.get(key)
+    if raw is None:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return {}
+    if isinstance(info, dict):
+        info.pop("token", None)
+        return info
+    return {}

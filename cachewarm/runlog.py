@@ -1,0 +1,98 @@
+"""The run log: one JSON line per invocation, so an operator can see what every run did.
+
+Each record is written with a single O_APPEND write of a whole line on a freshly opened
+descriptor: concurrent runs never interleave within a line, and a log that logrotate
+moved away is simply recreated by the next record.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CachewarmError
+from .lock import ensure_private_dir
+
+HOT_IDS_LOGGED = 100  # a run's first hot ids; the full list can be millions long
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    command: str
+    status: str = "running"  # ok, failed, skipped, dry-run, interrupted
+    started_at: str = ""
+    ended_at: str = ""
+    duration_s: float = 0.0
+    prefix: str = ""
+    version: int = 0
+    hot: int = 0
+    hot_ids: list[int] = field(default_factory=list)
+    read: int = 0
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped_invalidated: int = 0
+    skipped_oversize: int = 0
+    bytes: int = 0
+    hot_published: bool = False
+    error: str | None = None
+    host: str = ""
+    pid: int = 0
+
+    def to_json(self) -> builtins.bytes:
+        record = asdict(self)
+        record["hot_ids"] = self.hot_ids[:HOT_IDS_LOGGED]
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if the record could not be written afterwards."""
+    ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CachewarmError(f"run log {path} is not writable: {exc.strerror}") from None
+    os.close(fd)
+
+
+def append(path: Path, record: RunRecord) -> None:
+    data = record.to_json()
+    ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise CachewarmError(f"run log {path}: short write ({written} of {len(data)} bytes)")
+    finally:
+        os.close(fd)
+
+
+def tail(path: Path, count: int) -> list[dict[str, Any]]:
+    """The last `count` records, newest last; unreadable lines are passed over."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            chunk = 64 * 1024
+            data = b""
+            while size > 0 and data.count(b"\n") <= count:
+                step = min(chunk, size)
+                size -= step
+                f.seek(size)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in data.splitlines()[-count - 1 :]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records[-count:]

@@ -1,0 +1,314 @@
+"""Redis: fenced batch writes, the hot-list publish, invalidation and read-only lookups.
+
+Every write that must be atomic is one Lua script (module constants below) sent with
+EVAL, so a flushed script cache can never fail a run. Batches are packed straight into
+RESP and pipelined one batch deep: Redis applies batch n while Python encodes batch n+1,
+and memory stays bounded by two batches whatever the size of the hot set.
+
+Three guards live in the write script:
+- the fence: with the Redis lock, a run whose token no longer holds the lock writes
+  nothing (a paused process cannot overwrite the new holder's work);
+- the deadline, on Redis' own clock: a run past `run.max_seconds` writes nothing;
+- the tombstone: `invalidate` bumps an epoch counter and stamps each product with it;
+  a warm records the epoch before reading a batch from MySQL and skips any product
+  invalidated since, so a value read before an edit can never be written after it.
+  Tombstones live `run.max_seconds` plus a margin, longer than any run may write.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from .config import RedisSettings, redact_url
+from .errors import DeadlineExceeded, LockLost, SinkError
+from .keys import Keys
+
+FENCE_CHECK = """
+local token, deadline = ARGV[1], tonumber(ARGV[2])
+if token ~= '' and redis.call('GET', KEYS[1]) ~= token then
+  return redis.error_reply('CACHEWARM_FENCED lock ' .. KEYS[1] .. ' is no longer held by this run')
+end
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return redis.error_reply('CACHEWARM_DEADLINE run passed its deadline')
+  end
+end
+"""
+
+# KEYS: lock, then (listing key, tombstone key) per product.
+# ARGV: token, deadline ms, read epoch, then (ttl ms, payload) per product; '' payload = delete.
+# Returns {written, unchanged, removed, {1-based positions skipped as invalidated}}.
+WRITE_SCRIPT = (
+    FENCE_CHECK
+    + """
+local epoch = tonumber(ARGV[3])
+local written, unchanged, removed, skipped = 0, 0, 0, {}
+for i = 1, (#KEYS - 1) / 2 do
+  local key, tomb = KEYS[2 * i], KEYS[2 * i + 1]
+  local ttl, payload = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  if payload == '' then
+    removed = removed + redis.call('DEL', key)
+  else
+    local stamp = redis.call('GET', tomb)
+    if stamp and tonumber(stamp) > epoch then
+      skipped[#skipped + 1] = i
+    elseif redis.call('GET', key) == payload then
+      redis.call('PEXPIRE', key, ttl)
+      unchanged = unchanged + 1
+    else
+      redis.call('SET', key, payload, 'PX', ttl)
+      written = written + 1
+    end
+  end
+end
+return {written, unchanged, removed, skipped}
+"""
+)
+
+# KEYS: lock, hot, hot meta. ARGV: token, deadline, hot JSON, expire-at ms, meta field/values.
+PUBLISH_SCRIPT = (
+    FENCE_CHECK
+    + """
+redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+return 1
+"""
+)
+
+# KEYS: epoch, then (listing key, tombstone key) per product. ARGV: tombstone ttl ms.
+# Returns {epoch, listings deleted}.
+INVALIDATE_SCRIPT = """
+local epoch = redis.call('INCR', KEYS[1])
+local deleted = 0
+for i = 2, #KEYS, 2 do
+  deleted = deleted + redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], epoch, 'PX', ARGV[1])
+end
+return {epoch, deleted}
+"""
+
+TOMBSTONE_MARGIN_S = 60
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A client with timeouts; the connection itself is made (and checked) by ping()."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.timeout,
+        "client_name": "cachewarm",
+    }
+    if settings.password is not None:
+        kwargs["password"] = settings.password.reveal()
+    if settings.ssl_ca_certs:
+        kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
+    client = redis.Redis.from_url(settings.url, **kwargs)
+    where = redact_url(settings.url)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        client.close()
+        raise SinkError(f"cannot connect to Redis at {where}: {exc}") from None
+    return client
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a write must prove: the lock token it holds (or none) and its deadline."""
+
+    lock_key: str
+    token: str = ""
+    deadline_ms: int = 0
+
+
+@dataclass
+class WriteTotals:
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    bytes: int = 0
+
+
+def server_time_ms(client: redis.Redis) -> int:
+    """Redis' clock, the one the scripts compare deadlines and expiries against."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def read_epoch(client: redis.Redis, keys: Keys) -> int:
+    value = client.get(keys.epoch)
+    return int(value) if value is not None else 0
+
+
+def _pack(args: Sequence[bytes]) -> bytes:
+    """One RESP command; much cheaper than redis-py's generic packer for long arg lists."""
+    out = [b"*%d\r\n" % len(args)]
+    out += [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
+    return b"".join(out)
+
+
+_WRITE = WRITE_SCRIPT.encode()
+
+
+class BatchWriter:
+    """Writes listings batch by batch through WRITE_SCRIPT, one batch in flight."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        fence: Fence,
+        *,
+        ttl_s: int,
+        jitter: float,
+        where: str,
+    ) -> None:
+        self._keys = keys
+        self._pool = client.connection_pool
+        self._conn = self._pool.get_connection()
+        self._fence = fence
+        self._ttl_ms = ttl_s * 1000
+        self._jitter_ms = int(ttl_s * 1000 * jitter)
+        self._where = where
+        self._pending: deque[list[int]] = deque()
+        self.totals = WriteTotals()
+        self.skipped: list[int] = []  # invalidated while this run was reading them
+
+    def send(self, epoch: int, items: Sequence[tuple[int, bytes]]) -> None:
+        """Queue one batch ((id, payload); b'' deletes), then collect the previous reply."""
+        if not items:
+            return
+        base, jitter = self._ttl_ms, self._jitter_ms
+        args: list[bytes] = [
+            b"EVAL",
+            _WRITE,
+            b"%d" % (2 * len(items) + 1),
+            self._fence.lock_key.encode(),
+        ]
+        for product_id, _ in items:
+            args += (
+                self._keys.product(product_id).encode(),
+                self._keys.tombstone(product_id).encode(),
+            )
+        args += (self._fence.token.encode(), b"%d" % self._fence.deadline_ms, b"%d" % epoch)
+        for _, payload in items:
+            args += (b"%d" % (base + random.randint(0, jitter)), payload)
+            self.totals.bytes += len(payload)
+        try:
+            self._conn.send_packed_command([_pack(args)], check_health=False)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(exc) from None
+        self._pending.append([product_id for product_id, _ in items])
+        if len(self._pending) > 1:
+            self._collect()
+
+    def finish(self) -> WriteTotals:
+        """Wait for every reply; afterwards all sent listings are in Redis (or raised)."""
+        while self._pending:
+            self._collect()
+        return self.totals
+
+    def close(self) -> None:
+        if self._pending:  # aborted mid-stream: the connection holds unread replies
+            self._conn.disconnect()  # type: ignore[no-untyped-call]
+        self._pool.release(self._conn)
+
+    def _collect(self) -> None:
+        ids = self._pending.popleft()
+        try:
+            reply = self._conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            raise script_error(exc, self._where) from None
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(exc) from None
+        written, unchanged, removed, skipped = reply
+        self.totals.written += written
+        self.totals.unchanged += unchanged
+        self.totals.removed += removed
+        self.skipped += [ids[i - 1] for i in skipped]
+
+    def _failed(self, exc: Exception) -> SinkError:
+        self._pending.clear()
+        return SinkError(f"Redis at {self._where} failed during the write: {exc}")
+
+
+def script_error(exc: redis.exceptions.ResponseError, where: str) -> Exception:
+    message = str(exc)
+    if message.startswith("CACHEWARM_FENCED"):
+        return LockLost(f"Redis {message.removeprefix('CACHEWARM_FENCED ')}; wrote nothing more")
+    if message.startswith("CACHEWARM_DEADLINE"):
+        return DeadlineExceeded("run passed run.max_seconds while writing to Redis; stopped")
+    return SinkError(f"Redis at {where} rejected a write: {message}")
+
+
+def publish_hot(
+    client: redis.Redis,
+    keys: Keys,
+    fence: Fence,
+    hot_json: bytes,
+    *,
+    expire_at_ms: int,
+    meta: dict[str, str],
+    where: str,
+) -> None:
+    """Replace the hot list in one step, after every listing in it was written."""
+    flat = [part for pair in meta.items() for part in pair]
+    try:
+        client.eval(
+            PUBLISH_SCRIPT,
+            3,
+            fence.lock_key,
+            keys.hot,
+            keys.hot_meta,
+            fence.token,
+            fence.deadline_ms,
+            hot_json,
+            expire_at_ms,
+            *flat,
+        )
+    except redis.exceptions.ResponseError as exc:
+        raise script_error(exc, where) from None
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {where} failed publishing {keys.hot}: {exc}") from None
+
+
+def invalidate(
+    client: redis.Redis,
+    keys: Keys,
+    ids: Sequence[int],
+    *,
+    tombstone_s: float,
+    batch: int,
+    where: str,
+) -> tuple[int, int]:
+    """Delete listings and stamp tombstones, one script call per batch, pipelined.
+
+    Returns (epoch after the last batch, listings deleted).
+    """
+    ttl_ms = int((tombstone_s + TOMBSTONE_MARGIN_S) * 1000)
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        names = [name for i in chunk for name in (keys.product(i), keys.tombstone(i))]
+        pipe.eval(INVALIDATE_SCRIPT, 1 + len(names), keys.epoch, *names, ttl_ms)
+    try:
+        replies = pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {where} failed during invalidate: {exc}") from None
+    return max(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+
+
+def current_values(client: redis.Redis, keys: Keys, ids: Sequence[int]) -> list[bytes | None]:
+    """What readers see now for these products (read-only: used by dry runs and show)."""
+    if not ids:
+        return []
+    values = client.mget([keys.product(i) for i in ids])
+    return [v if isinstance(v, bytes) else None for v in values]

@@ -1,0 +1,113 @@
+"""MySQL: the hot ids, then the listing rows of a batch of ids.
+
+Each query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
+REPEATABLE READ transaction across batches would write rows older than the
+invalidations it checked against (see sink.WRITE_SCRIPT).
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from .config import MySQLSettings, mysql_target
+from .encode import ListingEncoder, pymysql_conversions
+from .errors import SourceError
+from .keys import MAX_ID
+
+MY_CNF = Path("~/.my.cnf")
+
+
+def connect(settings: MySQLSettings) -> pymysql.Connection[Any]:
+    """Open a connection with timeouts so a frozen server cannot hang the run."""
+    target = mysql_target(settings)
+    kwargs: dict[str, Any] = {
+        "host": target.host,
+        "port": target.port,
+        "database": target.database,
+        "unix_socket": target.unix_socket,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "write_timeout": settings.read_timeout,
+        "conv": pymysql_conversions(),
+    }
+    if target.user:
+        kwargs["user"] = target.user
+    if target.password is not None:
+        kwargs["password"] = target.password.reveal()
+    elif MY_CNF.expanduser().is_file():
+        kwargs["read_default_file"] = str(MY_CNF.expanduser())
+    if settings.ssl_ca or settings.ssl_cert:
+        kwargs["ssl_ca"] = settings.ssl_ca
+        kwargs["ssl_cert"] = settings.ssl_cert
+        kwargs["ssl_key"] = settings.ssl_key
+        kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
+        kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
+    try:
+        return pymysql.connect(**kwargs)
+    except pymysql.MySQLError as exc:
+        raise SourceError(f"cannot connect to {target.display()}: {describe(exc)}") from None
+
+
+def describe(exc: BaseException) -> str:
+    """PyMySQL errors as one line: '(1045, "Access denied...")' -> 'Access denied... [1045]'."""
+    args: tuple[object, ...] = exc.args
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"{args[1]} [{args[0]}]"
+    return str(exc) or type(exc).__name__
+
+
+def hot_ids(conn: pymysql.Connection[Any], query: str, limit: int) -> list[int]:
+    """Run the hot query; ids hottest first, repeats dropped, at most `limit`."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, {"limit": limit})
+            rows = cur.fetchall()
+            width = len(cur.description or ())
+    except pymysql.MySQLError as exc:
+        raise SourceError(f"hot query failed: {describe(exc)}") from None
+    if rows and width != 1:
+        raise SourceError(f"hot query must return one column (product id), it returned {width}")
+    ids: dict[int, None] = {}
+    for n, (value,) in enumerate(rows, 1):
+        ids.setdefault(_as_id(value, n), None)
+        if len(ids) == limit:
+            break
+    return list(ids)
+
+
+def _as_id(value: object, row: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str | decimal.Decimal) and str(value).strip().isdigit():
+        number = int(str(value).strip())
+    else:
+        raise SourceError(f"hot query returned a non-integer id {value!r} in row {row}")
+    if not 0 <= number <= MAX_ID:
+        raise SourceError(f"hot query returned an out-of-range id {value!r} in row {row}")
+    return number
+
+
+def listings(
+    conn: pymysql.Connection[Any], query: str, ids: Sequence[int]
+) -> Iterator[tuple[int, bytes]]:
+    """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
+    try:
+        with conn.cursor(pymysql.cursors.SSCursor) as cur:
+            cur.execute(query, {"ids": tuple(ids)})
+            try:
+                encoder = ListingEncoder([d[0] for d in cur.description or ()])
+            except ValueError as exc:
+                raise SourceError(str(exc)) from None
+            id_index, encode = encoder.id_index, encoder.encode
+            for row in cur.fetchall_unbuffered():
+                yield row[id_index], encode(row)
+    except pymysql.MySQLError as exc:
+        raise SourceError(f"listing query failed: {describe(exc)}") from None
