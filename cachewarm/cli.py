@@ -162,7 +162,7 @@ def _print_dry_run(report: DryRunReport) -> None:
         click.echo(f"  {state:<8} {key} ({size} bytes)")
 
 
-@cli.command(name="invalidate")
+@cli.command(name="invalidate", context_settings={"ignore_unknown_options": True})
 @click.argument("ids", nargs=-1, required=True, metavar="ID... | -")
 @click.option(
     "--rewarm", is_flag=True, help="Re-read the listings from MySQL and write them fresh."
@@ -295,5 +295,18 @@ def _run_signals(max_seconds: float) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def main() -> None:
-    cli.main(prog_name="cachewarm")
+def main() -> NoReturn:
+    """Entry point: click's usage errors become one line too, like every other error."""
+    try:
+        code = cli.main(prog_name="cachewarm", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"cachewarm: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"cachewarm: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("cachewarm: error: aborted", err=True)
+        sys.exit(EX_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)

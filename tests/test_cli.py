@@ -1,0 +1,271 @@
+"""The command as operators and cron see it: exit codes, output, locking, secrets.
+
+Most tests run the real console entry point in a subprocess (no terminal), exactly
+as cron would, against the real servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pymysql
+import pytest
+import redis
+from click.testing import CliRunner
+from conftest import ShopDB
+
+from cachewarm.cli import cli
+
+MakeConfig = Callable[..., Path]
+SLOW_HOT_QUERY = "SELECT id FROM products WHERE SLEEP(0.05) = 0 ORDER BY id LIMIT %(limit)s"
+
+
+def cachewarm(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachewarm", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cachewarm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_lock_holder(lockfile: Path, timeout: float = 15) -> None:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if lockfile.exists() and lockfile.read_text().strip():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"nobody took {lockfile}")
+
+
+def runs(config: Path) -> list[dict[str, object]]:
+    text = config.with_name("runs.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_successful_run_off_a_terminal_prints_nothing(make_config: MakeConfig) -> None:
+    result = cachewarm("--config", str(make_config()), "run")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_config_from_env_and_flag_override(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    config = make_config()
+    result = cachewarm("run", "--limit", "3", env={"CACHEWARM_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")) == 3
+
+
+def test_dry_run_prints_a_report_and_writes_nothing(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    result = cachewarm("--config", str(make_config()), "run", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "dry run: nothing was written" in result.stdout
+    assert "new" in result.stdout
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_show_and_status(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    config = str(make_config())
+    assert cachewarm("--config", config, "run").returncode == 0
+    top = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")[0]
+    shown = cachewarm("--config", config, "show", str(top))
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["id"] == top
+    missing = cachewarm("--config", config, "show", "987654321")
+    assert missing.returncode == 1 and "not cached" in missing.stderr
+    status = cachewarm("--config", config, "status", "--json")
+    report = json.loads(status.stdout)
+    assert status.returncode == 0 and report["runs"][-1]["status"] == "ok"
+    human = cachewarm("--config", config, "status")
+    assert "hot list:" in human.stdout and "lock: free" in human.stdout
+
+
+def test_invalidate_from_stdin(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    config = str(make_config())
+    cachewarm("--config", config, "run")
+    ids = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")[:4]
+    result = cachewarm("--config", config, "invalidate", "-", stdin="\n".join(map(str, ids)))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert not any(redis_client.exists(f"{key_prefix}:v1:product:{i}") for i in ids)
+
+
+@pytest.mark.parametrize("bad", ["abc", "-5", "1.5", ""])
+def test_bad_ids_touch_nothing(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str, bad: str
+) -> None:
+    config = str(make_config())
+    cachewarm("--config", config, "run")
+    hot = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")
+    result = cachewarm("--config", config, "invalidate", str(hot[0]), bad)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid product id" in result.stderr
+    assert redis_client.exists(f"{key_prefix}:v1:product:{hot[0]}")
+    assert not redis_client.exists(f"{key_prefix}:v1:meta:epoch")
+
+
+def test_bad_config_exits_2_and_touches_nothing(
+    tmp_path: Path, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[keys]\nprefix = "{key_prefix}"\n[warm]\nlimit = "lots"\n')
+    result = cachewarm("--config", str(config), "run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"cachewarm: error: {config}: [warm] limit: expected an integer, got 'lots'"
+    )
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+    missing = cachewarm("--config", str(tmp_path / "nope.toml"), "run")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_overlapping_run_exits_75_quickly(make_config: MakeConfig) -> None:
+    config = make_config(hot_query=SLOW_HOT_QUERY)
+    first = start("--config", str(config), "run")
+    try:
+        wait_for_lock_holder(config.with_name("cw.lock"))
+        began = time.monotonic()
+        second = cachewarm("--config", str(config), "run")
+        elapsed = time.monotonic() - began
+        assert second.returncode == 75
+        assert second.stderr.startswith("cachewarm: skipped: lock ")
+        assert f"pid {first.pid}" in second.stderr
+        assert elapsed < 5  # "within a second" of its own work; interpreter start-up aside
+    finally:
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert [r["status"] for r in runs(config)] == ["skipped", "ok"]
+
+
+def test_kill_9_mid_run_then_next_run_succeeds(
+    make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    config = make_config(hot_query=SLOW_HOT_QUERY)
+    victim = start("--config", str(config), "run")
+    wait_for_lock_holder(config.with_name("cw.lock"))
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=10)
+    assert not redis_client.exists(f"{key_prefix}:v1:hot")
+    fast = make_config()
+    result = cachewarm("--config", str(fast), "run")
+    assert result.returncode == 0, result.stderr
+    assert redis_client.exists(f"{key_prefix}:v1:hot")
+
+
+def test_unreachable_mysql_is_one_line_exit_1(make_config: MakeConfig) -> None:
+    config = make_config(mysql_url="mysql://root:pa55-unreach@127.0.0.1:1/shop", connect_timeout=2)
+    result = cachewarm("--config", str(config), "run")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("cachewarm: error: cannot connect to MySQL at 127.0.0.1:1/shop")
+    assert "pa55-unreach" not in result.stderr + result.stdout
+    assert runs(config)[-1]["status"] == "failed"
+
+
+def test_unreachable_redis_is_one_line_exit_1(make_config: MakeConfig) -> None:
+    config = make_config(redis_url="redis://:r3d1s-pw@127.0.0.1:1/0")
+    result = cachewarm("--config", str(config), "run")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        "cachewarm: error: cannot connect to Redis at redis://127.0.0.1:1/0"
+    )
+    assert "r3d1s-pw" not in result.stderr
+
+
+def test_wrong_mysql_password_never_printed(
+    make_config: MakeConfig, shop_db: ShopDB, mysql_url: str
+) -> None:
+    user = f"cw_{shop_db.name[-8:]}"
+    admin = pymysql.connect(**_mysql_args(mysql_url), autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'the-right-one'")
+        cur.execute(f"GRANT SELECT ON `{shop_db.name}`.* TO '{user}'@'%'")
+    try:
+        host = mysql_url.split("@")[-1]
+        config = make_config(mysql_url=f"mysql://{user}@{host}/{shop_db.name}")
+        env = {"CACHEWARM_MYSQL_PASSWORD": "Wr0ng-Secret-Pw"}
+        for args in (("run",), ("-v", "run"), ("--log-format", "json", "run", "--dry-run")):
+            result = cachewarm("--config", str(config), *args, env=env)
+            assert result.returncode == 1
+            assert "Access denied" in result.stderr
+            assert "Wr0ng-Secret-Pw" not in result.stderr + result.stdout
+        assert "Wr0ng-Secret-Pw" not in config.with_name("runs.jsonl").read_text()
+        good = cachewarm(
+            "--config", str(config), "run", env={"CACHEWARM_MYSQL_PASSWORD": "the-right-one"}
+        )
+        assert good.returncode == 0, good.stderr
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP USER '{user}'@'%'")
+        admin.close()
+
+
+def test_wrong_redis_password_never_printed(make_config: MakeConfig, redis_server: object) -> None:
+    from servers import Server
+
+    assert isinstance(redis_server, Server)
+    client = redis.Redis.from_url(redis_server.url)
+    client.config_set("requirepass", "right-redis-pw")
+    client.close()
+    config = make_config(redis_url=redis_server.url.replace("redis://", "redis://:WrongRedisPw@"))
+    result = cachewarm("-v", "--config", str(config), "run")
+    assert result.returncode == 1
+    assert "WrongRedisPw" not in result.stderr + result.stdout
+    assert "cannot connect to Redis" in result.stderr
+
+
+def test_help_names_every_command_and_no_secret(make_config: MakeConfig) -> None:
+    env = {"CACHEWARM_MYSQL_PASSWORD": "help-secret-pw"}
+    top = cachewarm("--help", env=env)
+    assert top.returncode == 0
+    for command in ("run", "invalidate", "show", "status"):
+        assert command in top.stdout
+        sub = cachewarm(command, "--help", env=env)
+        assert sub.returncode == 0 and "Usage: cachewarm " + command in sub.stdout
+        assert "help-secret-pw" not in sub.stdout
+    assert "75" in top.stdout
+    assert cachewarm("--version").stdout.startswith("cachewarm, version ")
+
+
+def test_cli_runner_drives_the_same_commands(make_config: MakeConfig) -> None:
+    config = str(make_config())
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", config, "run"]).exit_code == 0
+    result = runner.invoke(cli, ["--config", config, "invalidate", "x1"])
+    assert result.exit_code == 2
+    assert "invalid product id 'x1'" in result.output
+
+
+def _mysql_args(url: str) -> dict[str, object]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return {"host": parts.hostname, "port": parts.port or 3306, "user": parts.username or "root"}
