@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -22,7 +23,7 @@ import redis
 import redis.exceptions
 import structlog
 
-from . import lock, runlog, sink, source
+from . import lock, metrics, runlog, sink, source
 from .config import Settings, redact_url, require_queries
 from .errors import CachewarmError, DeadlineExceeded, Interrupted, LockHeld, SinkError
 from .keys import Keys
@@ -60,13 +61,19 @@ def _recorded(settings: Settings, command: str) -> Iterator[RunRecord]:
     bound.info("run.started", prefix=record.prefix, version=record.version)
     try:
         yield record
+        record.stage = "done"
         if record.status == "running":
             record.status = "ok"
     except LockHeld as exc:
         record.status, record.error = "skipped", str(exc)
         raise
     except (Interrupted, KeyboardInterrupt) as exc:
-        record.status, record.error = "interrupted", str(exc) or "interrupted by SIGINT"
+        exc.args = (f"{str(exc) or 'interrupted by SIGINT'} while {record.stage}",)
+        record.status, record.error = "interrupted", str(exc)
+        raise
+    except DeadlineExceeded as exc:
+        exc.args = (f"{exc} (while {record.stage})",)
+        record.status, record.error = "failed", str(exc)
         raise
     except CachewarmError as exc:
         record.status, record.error = "failed", str(exc)
@@ -78,6 +85,11 @@ def _recorded(settings: Settings, command: str) -> Iterator[RunRecord]:
         record.ended_at = _utc_now()
         record.duration_s = round(time.monotonic() - started, 3)
         runlog.append(settings.runlog, record)
+        if command == "run" and settings.run.metrics_file:
+            try:
+                metrics.write(Path(settings.run.metrics_file), record)
+            except OSError as exc:
+                bound.warning("metrics.unwritable", path=settings.run.metrics_file, error=str(exc))
         bound.info(
             "run.finished",
             status=record.status,
@@ -114,9 +126,9 @@ def _read_batch(
     return [(i, found.get(i, b"")) for i in batch if i in wanted]
 
 
-def _check_deadline(deadline: float, what: str) -> None:
+def _check_deadline(deadline: float) -> None:
     if time.monotonic() > deadline:
-        raise DeadlineExceeded(f"run passed run.max_seconds while {what}; stopped")
+        raise DeadlineExceeded("run passed run.max_seconds; stopped")
 
 
 def warm(settings: Settings, *, progress: Progress | None = None) -> RunRecord:
@@ -126,18 +138,23 @@ def warm(settings: Settings, *, progress: Progress | None = None) -> RunRecord:
     where = redact_url(settings.redis.url)
     with _recorded(settings, "run") as record, contextlib.ExitStack() as stack:
         if settings.run.lock == "file":
+            record.stage = f"taking the lock {settings.lockfile}"
             fence = stack.enter_context(lock.file_lock(settings.lockfile, record.run_id))
+        record.stage = f"connecting to Redis at {where}"
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         if settings.run.lock == "redis":
+            record.stage = f"taking the Redis lock {keys.lock}"
             fence = stack.enter_context(
                 lock.redis_lock(client, keys.lock, record.run_id, ttl_s=settings.run.lock_ttl)
             )
         deadline = time.monotonic() + settings.run.max_seconds
         start_ms = _redis_call(client, sink.server_time_ms, where)
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
+        record.stage = "connecting to MySQL"
         conn = source.connect(settings.mysql)
         stack.callback(conn.close)
+        record.stage = f"running the hot query on {source.where(conn)}"
         ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
         record.hot, record.hot_ids = len(ids), ids
         log.info("hot.selected", run_id=record.run_id, hot=len(ids))
@@ -177,16 +194,20 @@ def _write_all(
         where=where,
     )
     present: set[int] = set()
+    reading = f"running the listing query on {source.where(conn)}"
     try:
-        for batch in _chunks(ids, settings.warm.batch_size):
-            _check_deadline(deadline, "reading listings")
+        for number, batch in enumerate(_chunks(ids, settings.warm.batch_size), 1):
+            record.stage = f"{reading} (batch {number})"
+            _check_deadline(deadline)
             epoch = _redis_call(client, sink.read_epoch, where, keys)
             items = _read_batch(conn, settings, batch, record)
+            record.stage = f"writing batch {number} to Redis at {where}"
             present.update(i for i, payload in items if payload)
             writer.send(epoch, items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
+        record.stage = f"writing to Redis at {where}"
         totals = writer.finish()
     finally:
         writer.close()
@@ -215,6 +236,7 @@ def _publish(
     (each of those was written after the start with at least `ttl`).
     """
     hot = record.hot_ids
+    record.stage = f"publishing {keys.hot}"
     sink.publish_hot(
         client,
         keys,

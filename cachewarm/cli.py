@@ -17,14 +17,13 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+import structlog
 
 from . import __version__, api, output
 from .api import DryRunReport
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, DeadlineExceeded, Interrupted, LockHeld
 from .keys import parse_id, parse_ids
-
-DEADLINE_GRACE_S = 5  # past run.max_seconds, the alarm interrupts even a blocked call
 
 
 @dataclass
@@ -42,6 +41,8 @@ class Options:
         output.configure(
             verbose=self.verbose, quiet=self.quiet, fmt=self.log_format, secrets=self.secrets
         )
+        for note in settings.notes:
+            structlog.get_logger("cachewarm").warning("config.warning", message=note)
         return settings
 
 
@@ -280,13 +281,13 @@ def _run_signals(max_seconds: float) -> Iterator[None]:
         raise Interrupted(name, 128 + signum)
 
     def alarm(_: int, __: FrameType | None) -> None:
-        raise DeadlineExceeded(f"run passed run.max_seconds ({max_seconds:g} s) in a blocked call")
+        raise DeadlineExceeded(f"run passed run.max_seconds ({max_seconds:g} s); stopped")
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, max_seconds + DEADLINE_GRACE_S)
+    signal.setitimer(signal.ITIMER_REAL, max_seconds)
     try:
         yield
     finally:

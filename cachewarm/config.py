@@ -92,6 +92,7 @@ class RunSettings:
     lock: str = "file"  # or "redis", for several cron hosts
     lock_ttl: float = 60.0
     max_seconds: float = 600.0
+    metrics_file: str = ""  # Prometheus textfile-collector file; "" = none
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Settings:
     keys: KeySettings = field(default_factory=KeySettings)
     run: RunSettings = field(default_factory=RunSettings)
     source: str = "defaults"  # where the file came from, for messages
+    notes: tuple[str, ...] = ()  # warnings found while loading, logged by the caller
 
     @property
     def lockfile(self) -> Path:
@@ -153,11 +155,16 @@ def load_settings(
     if path is None and env.get(CONFIG_ENV):
         path = env[CONFIG_ENV]
     source = "defaults"
+    notes: list[str] = []
     if path is not None:
         source = str(path)
         for section, values in _read_toml(Path(path)).items():
             for key, value in values.items():
                 raw[section][key] = (value, f"{path}: [{section}] {key}")
+        if _holds_password(raw) and Path(path).stat().st_mode & 0o077:
+            notes.append(
+                f"config file {path} holds a password and is readable by others; chmod 600 it"
+            )
     for name, value in env.items():
         if (
             name.startswith(ENV_PREFIX)
@@ -170,9 +177,22 @@ def load_settings(
         if value is not None:
             raw[section][key] = (value, f"--{key.replace('_', '-')}")
     built = {name: _build(cls, raw[name]) for name, cls in SECTIONS.items()}
-    settings = _absorb_url_passwords(Settings(**built, source=source))
+    settings = _absorb_url_passwords(Settings(**built, source=source, notes=tuple(notes)))
     validate(settings)
     return settings
+
+
+def _holds_password(raw: dict[str, dict[str, tuple[object, str]]]) -> bool:
+    """Whether the file (not env or flags) gave a password, directly or inside a URL."""
+    for section in ("mysql", "redis"):
+        for key, (value, origin) in raw[section].items():
+            if origin.startswith(ENV_PREFIX) or not isinstance(value, str):
+                continue
+            if key == "password" and value:
+                return True
+            if key == "url" and _split_password(value)[1] is not None:
+                return True
+    return False
 
 
 def _absorb_url_passwords(s: Settings) -> Settings:

@@ -64,6 +64,13 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def where(conn: pymysql.Connection[Any]) -> str:
+    """'MySQL at host:port/db', for messages that must say which server failed."""
+    db = conn.db.decode() if isinstance(conn.db, bytes) else conn.db
+    place = conn.unix_socket or f"{conn.host}:{conn.port}"
+    return f"MySQL at {place}/{db}"
+
+
 def hot_ids(conn: pymysql.Connection[Any], query: str, limit: int) -> list[int]:
     """Run the hot query; ids hottest first, repeats dropped, at most `limit`."""
     try:
@@ -72,7 +79,7 @@ def hot_ids(conn: pymysql.Connection[Any], query: str, limit: int) -> list[int]:
             rows = cur.fetchall()
             width = len(cur.description or ())
     except pymysql.MySQLError as exc:
-        raise SourceError(f"hot query failed: {describe(exc)}") from None
+        raise SourceError(f"{where(conn)}: hot query failed: {describe(exc)}") from None
     if rows and width != 1:
         raise SourceError(f"hot query must return one column (product id), it returned {width}")
     ids: dict[int, None] = {}
@@ -110,4 +117,4 @@ def listings(
             for row in cur.fetchall_unbuffered():
                 yield row[id_index], encode(row)
     except pymysql.MySQLError as exc:
-        raise SourceError(f"listing query failed: {describe(exc)}") from None
+        raise SourceError(f"{where(conn)}: listing query failed: {describe(exc)}") from None

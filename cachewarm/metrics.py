@@ -1,0 +1,90 @@
+"""Prometheus textfile-collector metrics, for alerting on a cron job that stopped working.
+
+`cachewarm_last_success_timestamp_seconds` moves only when a run succeeds, so one alert
+on its age catches every failure mode at once: errors, skipped runs, hangs, and a
+crontab line that no longer runs at all. The file is replaced atomically (temp file in
+the same directory, then rename), so the collector never reads half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from .runlog import RunRecord
+
+STATUSES = ("ok", "failed", "skipped", "interrupted")
+LAST_SUCCESS = "cachewarm_last_success_timestamp_seconds"
+
+
+def _previous_success(path: Path) -> float | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(rf"^{LAST_SUCCESS}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def render(record: RunRecord, now: float, last_success: float | None) -> str:
+    labels = f'prefix="{record.prefix}",version="{record.version}"'
+    gauges: list[tuple[str, str, str, float]] = [
+        ("cachewarm_last_run_timestamp_seconds", "When the last run ended.", labels, now),
+        (
+            "cachewarm_last_run_duration_seconds",
+            "How long the last run took.",
+            labels,
+            record.duration_s,
+        ),
+        ("cachewarm_last_run_hot_ids", "Hot ids the last run selected.", labels, record.hot),
+        (
+            "cachewarm_last_run_listings_written",
+            "Listings the last run rewrote.",
+            labels,
+            record.written,
+        ),
+        (
+            "cachewarm_last_run_listings_unchanged",
+            "Listings the last run found unchanged.",
+            labels,
+            record.unchanged,
+        ),
+    ]
+    lines = []
+    for name, help_text, label_text, value in gauges:
+        lines += [
+            f"# HELP {name} {help_text}",
+            f"# TYPE {name} gauge",
+            f"{name}{{{label_text}}} {value:g}",
+        ]
+    name = "cachewarm_last_run_status"
+    lines += [f"# HELP {name} 1 for the status of the last run.", f"# TYPE {name} gauge"]
+    lines += [
+        f'{name}{{{labels},status="{status}"}} {int(record.status == status)}'
+        for status in STATUSES
+    ]
+    if last_success is not None:
+        lines += [
+            f"# HELP {LAST_SUCCESS} When a run last succeeded; alert on its age.",
+            f"# TYPE {LAST_SUCCESS} gauge",
+            f"{LAST_SUCCESS}{{{labels}}} {last_success:.3f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, record: RunRecord) -> None:
+    """Replace the metrics file; the last-success time carries over from the old file."""
+    now = time.time()
+    last_success = now if record.status == "ok" else _previous_success(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(render(record, now, last_success))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
