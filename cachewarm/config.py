@@ -166,13 +166,9 @@ def load_settings(
                 f"config file {path} holds a password and is readable by others; chmod 600 it"
             )
     for name, value in env.items():
-        if (
-            name.startswith(ENV_PREFIX)
-            and name != CONFIG_ENV
-            and not name.startswith(f"{ENV_PREFIX}TEST_")
-        ):
-            section, key = _env_target(name)
-            raw[section][key] = (value, name)
+        target = _env_target(name)
+        if target:
+            raw[target[0]][target[1]] = (value, name)
     for (section, key), value in (overrides or {}).items():
         if value is not None:
             raw[section][key] = (value, f"--{key.replace('_', '-')}")
@@ -245,10 +241,17 @@ def _read_toml(path: Path) -> dict[str, dict[str, object]]:
     return result
 
 
-def _env_target(name: str) -> tuple[str, str]:
-    rest = name[len(ENV_PREFIX) :].lower()
-    section, _, key = rest.partition("_")
-    if section not in SECTIONS or key not in {f.name for f in fields(SECTIONS[section])}:
+def _env_target(name: str) -> tuple[str, str] | None:
+    """CACHEWARM_<SECTION>_<KEY> -> (section, key); other CACHEWARM_* names are not settings.
+
+    A known section with an unknown key is an error: that is a typo worth stopping for.
+    """
+    if not name.startswith(ENV_PREFIX):
+        return None
+    section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+    if section not in SECTIONS:
+        return None
+    if key not in {f.name for f in fields(SECTIONS[section])}:
         raise ConfigError(f"unknown environment variable {name}")
     return section, key
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pymysql
 import pytest
 import redis
+import seed
 from click.testing import CliRunner
 from conftest import ShopDB
 
@@ -204,7 +204,7 @@ def test_wrong_mysql_password_never_printed(
     make_config: MakeConfig, shop_db: ShopDB, mysql_url: str
 ) -> None:
     user = f"cw_{shop_db.name[-8:]}"
-    admin = pymysql.connect(**_mysql_args(mysql_url), autocommit=True)
+    admin = seed.connect(mysql_url, server_only=True, local_infile=False)
     with admin.cursor() as cur:
         cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'the-right-one'")
         cur.execute(f"GRANT SELECT ON `{shop_db.name}`.* TO '{user}'@'%'")
@@ -262,10 +262,3 @@ def test_cli_runner_drives_the_same_commands(make_config: MakeConfig) -> None:
     result = runner.invoke(cli, ["--config", config, "invalidate", "x1"])
     assert result.exit_code == 2
     assert "invalid product id 'x1'" in result.output
-
-
-def _mysql_args(url: str) -> dict[str, object]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return {"host": parts.hostname, "port": parts.port or 3306, "user": parts.username or "root"}

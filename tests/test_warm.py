@@ -30,7 +30,7 @@ def hot_ids(conn: Connection, limit: int = 1000) -> list[int]:
 
 def keyspace(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
     """Every key under the prefix with its serialized value (DUMP), for exact comparison."""
-    return {k: client.dump(k) for k in client.scan_iter(match=f"{prefix}:*")}  # type: ignore[misc]
+    return {k: client.dump(k) for k in client.scan_iter(match=f"{prefix}:*")}
 
 
 def test_run_writes_every_hot_listing_then_the_hot_list(
