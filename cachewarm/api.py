@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import json
 import os
 import secrets
 import socket
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +108,35 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 
 def _read_batch(
-    conn: pymysql.Connection[Any], settings: Settings, batch: Sequence[int], record: RunRecord
+    conn: pymysql.Connection[Any],
+    settings: Settings,
+    batch: Sequence[int],
+    record: RunRecord,
+    absent: set[int],
 ) -> list[tuple[int, bytes]]:
-    """Listings of one batch; ids without a row get b'' (their stale listing is removed)."""
-    wanted = set(batch)
+    """Listings of one batch, in batch order, for the writer.
+
+    An id without a row gets b'' (its stale listing is removed); an oversize one is left
+    out. Both go into `absent`, so the hot list never names them.
+    """
     found: dict[int, bytes] = {}
     limit = settings.warm.max_payload_bytes
     for product_id, payload in source.listings(conn, settings.warm.listing_query, batch):
-        if product_id not in wanted:
-            continue
-        record.read += 1
+        found[product_id] = payload
+    items: list[tuple[int, bytes]] = []
+    for product_id in batch:
+        payload = found.get(product_id, b"")
         if len(payload) > limit:
             record.skipped_oversize += 1
             log.warning("listing.oversize", product_id=product_id, bytes=len(payload), limit=limit)
-            wanted.discard(product_id)
+            absent.add(product_id)
             continue
-        found[product_id] = payload
-    return [(i, found.get(i, b"")) for i in batch if i in wanted]
+        if payload:
+            record.read += 1
+        else:
+            absent.add(product_id)
+        items.append((product_id, payload))
+    return items
 
 
 def _check_deadline(deadline: float) -> None:
@@ -131,8 +144,30 @@ def _check_deadline(deadline: float) -> None:
         raise DeadlineExceeded("run passed run.max_seconds; stopped")
 
 
-def warm(settings: Settings, *, progress: Progress | None = None) -> RunRecord:
-    """One full warm under the lock: hot ids, listings in batches, then the hot list."""
+def _redis_call(client: redis.Redis, fn: Callable[..., Any], where: str, *args: Any) -> Any:
+    try:
+        return fn(client, *args)
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {where} failed: {exc}") from None
+
+
+def _pipe(settings: Settings, client: redis.Redis, fence: sink.Fence) -> sink.ScriptPipe:
+    return sink.ScriptPipe(
+        client,
+        fence,
+        ttl_s=settings.warm.ttl,
+        jitter=settings.warm.ttl_jitter,
+        where=redact_url(settings.redis.url),
+    )
+
+
+def warm(settings: Settings, *, full: bool = False, progress: Progress | None = None) -> RunRecord:
+    """One warm under the lock: hot ids, their listings in batches, then the hot list.
+
+    With `warm.changed_query` set, only listings changed since the last run (or gone
+    from Redis) are re-read; the rest just get their TTL refreshed. `full` forces a
+    full warm, as does `warm.full_every` elapsing.
+    """
     require_queries(settings)
     keys = keys_for(settings)
     where = redact_url(settings.redis.url)
@@ -151,74 +186,90 @@ def warm(settings: Settings, *, progress: Progress | None = None) -> RunRecord:
         deadline = time.monotonic() + settings.run.max_seconds
         start_ms = _redis_call(client, sink.server_time_ms, where)
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
+        previous = _redis_call(client, sink.hot_meta, where, keys)
         record.stage = "connecting to MySQL"
         conn = source.connect(settings.mysql)
         stack.callback(conn.close)
-        record.stage = f"running the hot query on {source.where(conn)}"
+        mysql = source.where(conn)
+        watermark = source.server_now(conn) if settings.warm.changed_query else ""
+        record.stage = f"running the hot query on {mysql}"
         ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
-        record.hot, record.hot_ids = len(ids), ids
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         log.info("hot.selected", run_id=record.run_id, hot=len(ids))
         if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
             log.warning("hot.empty", run_id=record.run_id, kept=keys.hot)
-        else:
-            _write_all(settings, client, conn, keys, fence, ids, record, deadline, progress)
-            _publish(settings, client, keys, fence, ids, record, start_ms)
-    return record
-
-
-def _redis_call(client: redis.Redis, fn: Callable[..., Any], where: str, *args: Any) -> Any:
-    try:
-        return fn(client, *args)
-    except redis.exceptions.RedisError as exc:
-        raise SinkError(f"Redis at {where} failed: {exc}") from None
-
-
-def _write_all(
-    settings: Settings,
-    client: redis.Redis,
-    conn: pymysql.Connection[Any],
-    keys: Keys,
-    fence: sink.Fence,
-    ids: Sequence[int],
-    record: RunRecord,
-    deadline: float,
-    progress: Progress | None,
-) -> None:
-    where = redact_url(settings.redis.url)
-    writer = sink.BatchWriter(
-        client,
-        keys,
-        fence,
-        ttl_s=settings.warm.ttl,
-        jitter=settings.warm.ttl_jitter,
-        where=where,
-    )
-    present: set[int] = set()
-    reading = f"running the listing query on {source.where(conn)}"
-    try:
-        for number, batch in enumerate(_chunks(ids, settings.warm.batch_size), 1):
-            record.stage = f"{reading} (batch {number})"
+            return record
+        pipe = _pipe(settings, client, fence)
+        stack.callback(pipe.close)
+        absent: set[int] = set()
+        to_read: Sequence[int] = ids
+        since = None if full else _since(settings, previous)
+        if since is not None:
+            record.stage = f"running the changed query on {mysql}"
+            changed = source.changed_ids(conn, settings.warm.changed_query, since, len(ids))
+            if changed is not None:
+                record.mode = "incremental"
+                record.stage = f"refreshing unchanged listings in Redis at {where}"
+                to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
+                record.unchanged = len(ids) - len(to_read)
+        writer = sink.BatchWriter(pipe, keys)
+        for number, batch in enumerate(_chunks(to_read, settings.warm.batch_size), 1):
+            record.stage = f"running the listing query on {mysql} (batch {number})"
             _check_deadline(deadline)
             epoch = _redis_call(client, sink.read_epoch, where, keys)
-            items = _read_batch(conn, settings, batch, record)
+            items = _read_batch(conn, settings, batch, record, absent)
             record.stage = f"writing batch {number} to Redis at {where}"
-            present.update(i for i, payload in items if payload)
             writer.send(epoch, items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
-                progress(len(batch), len(ids))
+                progress(len(batch), len(to_read))
         record.stage = f"writing to Redis at {where}"
-        totals = writer.finish()
-    finally:
-        writer.close()
-    record.written, record.unchanged, record.removed = (
-        totals.written,
-        totals.unchanged,
-        totals.removed,
-    )
-    record.bytes, record.skipped_invalidated = totals.bytes, len(writer.skipped)
-    present.difference_update(writer.skipped)
-    record.hot_ids = [i for i in ids if i in present]
+        pipe.finish()
+        totals = writer.totals
+        record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
+        record.removed, record.bytes = totals.removed, totals.bytes
+        record.skipped_invalidated = len(writer.skipped)
+        absent |= writer.skipped
+        record.stage = f"publishing {keys.hot}"
+        meta = {"mode": record.mode, "watermark": watermark}
+        meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
+        _publish(settings, client, keys, fence, ids, absent, record, start_ms, meta)
+    return record
+
+
+def _since(settings: Settings, previous: dict[str, str]) -> str | None:
+    """Where an incremental warm may start reading changes, or None for a full warm."""
+    mark, full_at = previous.get("watermark"), previous.get("full_at")
+    if not settings.warm.changed_query or not mark or not full_at:
+        return None
+    if time.time() - float(full_at) > settings.warm.full_every:
+        return None
+    overlap = timedelta(seconds=settings.warm.changed_overlap)
+    return (datetime.fromisoformat(mark) - overlap).isoformat(sep=" ")
+
+
+def _touch_unchanged(
+    pipe: sink.ScriptPipe, keys: Keys, ids: Sequence[int], changed: set[int], batch: int
+) -> array[int]:
+    """Refresh TTLs of listings not changed since the watermark; return ids to re-read."""
+    reread: array[int] = array("Q")
+    for chunk in _chunks(ids, batch):
+        sink.touch(pipe, keys, [i for i in chunk if i not in changed], reread.extend)
+        reread.extend(i for i in chunk if i in changed)
+    pipe.finish()
+    return reread
+
+
+def _hot_json(ids: Sequence[int], absent: set[int]) -> tuple[bytes, int]:
+    """The hot list as readers get it, and its length; built without a list of a million ints."""
+    hot = bytearray(b"[")
+    size = 0
+    for product_id in ids:
+        if product_id not in absent:
+            hot += b"%d," % product_id
+            size += 1
+    hot[-1:] = b"]" if size else b"[]"
+    return bytes(hot), size
 
 
 def _publish(
@@ -227,27 +278,28 @@ def _publish(
     keys: Keys,
     fence: sink.Fence,
     ids: Sequence[int],
+    absent: set[int],
     record: RunRecord,
     start_ms: int,
+    meta: dict[str, str],
 ) -> None:
-    """Publish only ids whose listing this run wrote or confirmed.
+    """Publish only ids whose listing this run wrote or confirmed, hottest first.
 
     The list expires `ttl` after the run started, never later than any listing in it
-    (each of those was written after the start with at least `ttl`).
+    (each of those was written or refreshed after the start with at least `ttl`).
     """
-    hot = record.hot_ids
-    record.stage = f"publishing {keys.hot}"
+    hot, size = _hot_json(ids, absent)
     sink.publish_hot(
         client,
         keys,
         fence,
-        json.dumps(hot, separators=(",", ":")).encode(),
+        hot,
         expire_at_ms=start_ms + settings.warm.ttl * 1000,
-        meta={"published_at": _utc_now(), "run_id": record.run_id, "size": str(len(hot))},
+        meta={"published_at": _utc_now(), "run_id": record.run_id, "size": str(size), **meta},
         where=redact_url(settings.redis.url),
     )
     record.hot_published = True
-    log.info("hot.published", run_id=record.run_id, key=keys.hot, size=len(hot), of=len(ids))
+    log.info("hot.published", run_id=record.run_id, key=keys.hot, size=size, of=len(ids))
 
 
 @dataclass
@@ -277,20 +329,17 @@ def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunRe
         conn = source.connect(settings.mysql)
         stack.callback(conn.close)
         ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
-        record.hot, record.hot_ids = len(ids), ids
-        hot: list[int] = []
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
+        absent: set[int] = set()
         for batch in _chunks(ids, settings.warm.batch_size):
-            items = _read_batch(conn, settings, batch, record)
+            items = _read_batch(conn, settings, batch, record, absent)
             current = _redis_call(client, sink.current_values, where, keys, [i for i, _ in items])
             for (product_id, payload), old in zip(items, current, strict=True):
                 _tally(report, keys.product(product_id), payload, old)
-                if payload:
-                    hot.append(product_id)
             if progress:
                 progress(len(batch), len(ids))
         old_hot = _redis_call(client, lambda c: c.get(keys.hot), where)
-        new_hot = json.dumps(hot, separators=(",", ":")).encode()
-        report.hot_changed = bool(ids) and old_hot != new_hot
+        report.hot_changed = bool(ids) and old_hot != _hot_json(ids, absent)[0]
         record.written, record.unchanged, record.bytes = (
             report.new + report.changed,
             report.unchanged,
@@ -334,7 +383,7 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
     where = redact_url(settings.redis.url)
     with _recorded(settings, "invalidate") as record, contextlib.ExitStack() as stack:
         result = InvalidateResult(record)
-        record.hot, record.hot_ids = len(ids), list(ids)
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         epoch, result.deleted = sink.invalidate(
@@ -354,24 +403,17 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
             fence = sink.Fence(
                 lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
             )
-            writer = sink.BatchWriter(
-                client,
-                keys,
-                fence,
-                ttl_s=settings.warm.ttl,
-                jitter=settings.warm.ttl_jitter,
-                where=where,
-            )
-            try:
-                for batch in _chunks(ids, settings.warm.batch_size):
-                    items = _read_batch(conn, settings, batch, record)
-                    result.missing += [i for i, payload in items if not payload]
-                    writer.send(epoch, [(i, p) for i, p in items if p])
-                totals = writer.finish()
-            finally:
-                writer.close()
-            result.rewarmed = totals.written + totals.unchanged
-            record.written, record.bytes = result.rewarmed, totals.bytes
+            pipe = _pipe(settings, client, fence)
+            stack.callback(pipe.close)
+            writer = sink.BatchWriter(pipe, keys)
+            absent: set[int] = set()
+            for batch in _chunks(ids, settings.warm.batch_size):
+                items = _read_batch(conn, settings, batch, record, absent)
+                writer.send(epoch, [(i, p) for i, p in items if p])
+            pipe.finish()
+            result.missing = [i for i in ids if i in absent]
+            result.rewarmed = writer.totals.written + writer.totals.unchanged
+            record.written, record.bytes = result.rewarmed, writer.totals.bytes
             record.skipped_invalidated = len(writer.skipped)
     return result
 
@@ -414,8 +456,7 @@ def status(settings: Settings, *, runs: int = 5) -> dict[str, Any]:
     try:
         if settings.run.lock == "redis":
             report["lock"] = lock.redis_lock_holder(client, keys.lock)
-        raw_meta: dict[bytes, bytes] = client.hgetall(keys.hot_meta)  # type: ignore[assignment]
-        meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
+        meta = sink.hot_meta(client, keys)
         ttl_ms = client.pttl(keys.hot)
         if meta and ttl_ms != -2:
             published = calendar.timegm(time.strptime(meta["published_at"], "%Y-%m-%dT%H:%M:%SZ"))

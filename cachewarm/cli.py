@@ -116,6 +116,7 @@ def cli(
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Read and compare only; write nothing to Redis.")
+@click.option("--full", is_flag=True, help="Re-read every listing even if changed_query is set.")
 @click.option("--limit", type=int, help="Warm at most this many hot products [warm.limit].")
 @click.option(
     "--batch-size", type=int, help="Ids per listing query and Redis batch [warm.batch_size]."
@@ -126,6 +127,7 @@ def cli(
 def run(
     opts: Options,
     dry_run: bool,
+    full: bool,
     limit: int | None,
     batch_size: int | None,
     ttl: int | None,
@@ -148,7 +150,7 @@ def run(
         if dry_run:
             _print_dry_run(api.dry_run(settings, progress=progress))
         else:
-            api.warm(settings, progress=progress)
+            api.warm(settings, full=full, progress=progress)
 
 
 def _print_dry_run(report: DryRunReport) -> None:

@@ -77,6 +77,10 @@ class WarmSettings:
     ttl_jitter: float = 0.1  # fraction of ttl added at random so keys don't expire together
     batch_size: int = 500
     max_payload_bytes: int = 1024 * 1024
+    # Incremental warms: ids whose listing may have changed since %(since)s (a DATETIME).
+    changed_query: str = ""
+    changed_overlap: float = 300.0  # seconds re-read before the watermark: late commits
+    full_every: float = 3600.0  # seconds between full warms, which also catch deletions
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,8 @@ def validate(s: Settings) -> None:
         (0 <= s.warm.ttl_jitter <= 1, "[warm] ttl_jitter must be between 0 and 1"),
         (0 < s.warm.batch_size <= 100_000, "[warm] batch_size must be between 1 and 100000"),
         (s.warm.max_payload_bytes > 0, "[warm] max_payload_bytes must be positive"),
+        (s.warm.changed_overlap >= 0, "[warm] changed_overlap must not be negative"),
+        (s.warm.full_every >= 0, "[warm] full_every must not be negative"),
         (s.keys.version > 0, "[keys] version must be a positive integer"),
         (
             bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s.keys.prefix)),
@@ -339,6 +345,8 @@ def require_queries(s: Settings) -> None:
         raise ConfigError(f"{s.source}: [warm] listing_query is not set")
     if "%(ids)s" not in s.warm.listing_query:
         raise ConfigError(f"{s.source}: [warm] listing_query must contain %(ids)s")
+    if s.warm.changed_query and "%(since)s" not in s.warm.changed_query:
+        raise ConfigError(f"{s.source}: [warm] changed_query must contain %(since)s")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class RunRecord:
     run_id: str
     command: str
     status: str = "running"  # ok, failed, skipped, dry-run, interrupted
+    mode: str = "full"  # or "incremental"
     stage: str = "starting"  # what the run was doing; names what hung or was interrupted
     started_at: str = ""
     ended_at: str = ""

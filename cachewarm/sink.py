@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,33 +43,58 @@ if deadline > 0 then
 end
 """
 
+# A listing's TTL is ttl + a jitter spread over the batch, so keys written together do
+# not all expire together; computed here so the client sends one TTL per batch.
+SPREAD = """
+local ttl, jitter, offset = tonumber(ARGV[3]), tonumber(ARGV[4]) + 1, tonumber(ARGV[5])
+local function px(i) return ttl + (offset + i * 7919) % jitter end
+"""
+
 # KEYS: lock, then (listing key, tombstone key) per product.
-# ARGV: token, deadline ms, read epoch, then (ttl ms, payload) per product; '' payload = delete.
+# ARGV: token, deadline ms, ttl ms, jitter ms, offset, read epoch, then one payload per
+# product ('' = the listing query has no row: delete).
 # Returns {written, unchanged, removed, {1-based positions skipped as invalidated}}.
 WRITE_SCRIPT = (
     FENCE_CHECK
+    + SPREAD
     + """
-local epoch = tonumber(ARGV[3])
+local epoch = tonumber(ARGV[6])
 local written, unchanged, removed, skipped = 0, 0, 0, {}
 for i = 1, (#KEYS - 1) / 2 do
-  local key, tomb = KEYS[2 * i], KEYS[2 * i + 1]
-  local ttl, payload = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local key, payload = KEYS[2 * i], ARGV[6 + i]
   if payload == '' then
     removed = removed + redis.call('DEL', key)
   else
-    local stamp = redis.call('GET', tomb)
+    local stamp = redis.call('GET', KEYS[2 * i + 1])
     if stamp and tonumber(stamp) > epoch then
       skipped[#skipped + 1] = i
     elseif redis.call('GET', key) == payload then
-      redis.call('PEXPIRE', key, ttl)
+      redis.call('PEXPIRE', key, px(i))
       unchanged = unchanged + 1
     else
-      redis.call('SET', key, payload, 'PX', ttl)
+      redis.call('SET', key, payload, 'PX', px(i))
       written = written + 1
     end
   end
 end
 return {written, unchanged, removed, skipped}
+"""
+)
+
+# KEYS: lock, then listing keys. ARGV: token, deadline ms, ttl ms, jitter ms, offset.
+# Refreshes the TTL of listings an incremental warm knows are current; returns the
+# 1-based positions of those that are gone (expired, evicted, invalidated): re-read them.
+TOUCH_SCRIPT = (
+    FENCE_CHECK
+    + SPREAD
+    + """
+local missing = {}
+for i = 2, #KEYS do
+  if redis.call('PEXPIRE', KEYS[i], px(i)) == 0 then
+    missing[#missing + 1] = i - 1
+  end
+end
+return missing
 """
 )
 
@@ -155,66 +180,46 @@ def _pack(args: Sequence[bytes]) -> bytes:
     return b"".join(out)
 
 
-_WRITE = WRITE_SCRIPT.encode()
+Reply = Callable[[Any], None]
 
 
-class BatchWriter:
-    """Writes listings batch by batch through WRITE_SCRIPT, one batch in flight."""
+class ScriptPipe:
+    """EVAL calls sent without waiting; replies read one call behind and handed on in order.
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        fence: Fence,
-        *,
-        ttl_s: int,
-        jitter: float,
-        where: str,
-    ) -> None:
-        self._keys = keys
+    While Redis runs batch n, the caller is already reading and encoding batch n+1.
+    """
+
+    def __init__(self, client: redis.Redis, fence: Fence, *, ttl_s: int, jitter: float, where: str):
         self._pool = client.connection_pool
         self._conn = self._pool.get_connection()
-        self._fence = fence
+        self._fence_args = [fence.token.encode(), b"%d" % fence.deadline_ms]
+        self._lock_key = fence.lock_key.encode()
         self._ttl_ms = ttl_s * 1000
         self._jitter_ms = int(ttl_s * 1000 * jitter)
         self._where = where
-        self._pending: deque[list[int]] = deque()
-        self.totals = WriteTotals()
-        self.skipped: list[int] = []  # invalidated while this run was reading them
+        self._pending: deque[Reply] = deque()
 
-    def send(self, epoch: int, items: Sequence[tuple[int, bytes]]) -> None:
-        """Queue one batch ((id, payload); b'' deletes), then collect the previous reply."""
-        if not items:
-            return
-        base, jitter = self._ttl_ms, self._jitter_ms
-        args: list[bytes] = [
-            b"EVAL",
-            _WRITE,
-            b"%d" % (2 * len(items) + 1),
-            self._fence.lock_key.encode(),
+    def call(self, script: bytes, keys: list[bytes], args: list[bytes], on_reply: Reply) -> None:
+        """Run `script` with the lock key first in KEYS and the fence and TTL first in ARGV."""
+        spread = [
+            b"%d" % self._ttl_ms,
+            b"%d" % self._jitter_ms,
+            b"%d" % random.randrange(self._jitter_ms + 1),
         ]
-        for product_id, _ in items:
-            args += (
-                self._keys.product(product_id).encode(),
-                self._keys.tombstone(product_id).encode(),
-            )
-        args += (self._fence.token.encode(), b"%d" % self._fence.deadline_ms, b"%d" % epoch)
-        for _, payload in items:
-            args += (b"%d" % (base + random.randint(0, jitter)), payload)
-            self.totals.bytes += len(payload)
+        command = [b"EVAL", script, b"%d" % (len(keys) + 1), self._lock_key, *keys]
+        command += self._fence_args + spread + args
         try:
-            self._conn.send_packed_command([_pack(args)], check_health=False)  # type: ignore[no-untyped-call]
+            self._conn.send_packed_command([_pack(command)], check_health=False)  # type: ignore[no-untyped-call]
         except redis.exceptions.RedisError as exc:
             raise self._failed(exc) from None
-        self._pending.append([product_id for product_id, _ in items])
+        self._pending.append(on_reply)
         if len(self._pending) > 1:
             self._collect()
 
-    def finish(self) -> WriteTotals:
-        """Wait for every reply; afterwards all sent listings are in Redis (or raised)."""
+    def finish(self) -> None:
+        """Wait for every reply: afterwards every call has been applied (or raised)."""
         while self._pending:
             self._collect()
-        return self.totals
 
     def close(self) -> None:
         if self._pending:  # aborted mid-stream: the connection holds unread replies
@@ -222,22 +227,65 @@ class BatchWriter:
         self._pool.release(self._conn)
 
     def _collect(self) -> None:
-        ids = self._pending.popleft()
+        on_reply = self._pending.popleft()
         try:
             reply = self._conn.read_response()
         except redis.exceptions.ResponseError as exc:
+            self._pending.clear()
             raise script_error(exc, self._where) from None
         except redis.exceptions.RedisError as exc:
             raise self._failed(exc) from None
-        written, unchanged, removed, skipped = reply
-        self.totals.written += written
-        self.totals.unchanged += unchanged
-        self.totals.removed += removed
-        self.skipped += [ids[i - 1] for i in skipped]
+        on_reply(reply)
 
     def _failed(self, exc: Exception) -> SinkError:
         self._pending.clear()
         return SinkError(f"Redis at {self._where} failed during the write: {exc}")
+
+
+_WRITE = WRITE_SCRIPT.encode()
+_TOUCH = TOUCH_SCRIPT.encode()
+
+
+class BatchWriter:
+    """Writes listings batch by batch through WRITE_SCRIPT, pipelined one batch deep."""
+
+    def __init__(self, pipe: ScriptPipe, keys: Keys) -> None:
+        self._pipe = pipe
+        self._keys = keys
+        self.totals = WriteTotals()
+        self.skipped: set[int] = set()  # invalidated while this run was reading them
+
+    def send(self, epoch: int, items: Sequence[tuple[int, bytes]]) -> None:
+        """Queue one batch of (id, payload); an empty payload deletes the listing."""
+        if not items:
+            return
+        product, tombstone = self._keys.product, self._keys.tombstone
+        names: list[bytes] = []
+        payloads: list[bytes] = [b"%d" % epoch]
+        for product_id, payload in items:
+            names += (product(product_id).encode(), tombstone(product_id).encode())
+            payloads.append(payload)
+            self.totals.bytes += len(payload)
+        ids = [product_id for product_id, _ in items]
+
+        def collect(reply: Any) -> None:
+            written, unchanged, removed, skipped = reply
+            self.totals.written += written
+            self.totals.unchanged += unchanged
+            self.totals.removed += removed
+            self.skipped.update(ids[i - 1] for i in skipped)
+
+        self._pipe.call(_WRITE, names, payloads, collect)
+
+
+def touch(
+    pipe: ScriptPipe, keys: Keys, ids: Sequence[int], on_missing: Callable[[list[int]], None]
+) -> None:
+    """Refresh the TTL of current listings; `on_missing` gets the ids that were gone."""
+    if not ids:
+        return
+    names = [keys.product(i).encode() for i in ids]
+    pipe.call(_TOUCH, names, [], lambda reply: on_missing([ids[i - 1] for i in reply]))
 
 
 def script_error(exc: redis.exceptions.ResponseError, where: str) -> Exception:
@@ -304,6 +352,12 @@ def invalidate(
     except redis.exceptions.RedisError as exc:
         raise SinkError(f"Redis at {where} failed during invalidate: {exc}") from None
     return max(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+
+
+def hot_meta(client: redis.Redis, keys: Keys) -> dict[str, str]:
+    """What the last published run recorded: when, watermark, last full warm."""
+    raw: dict[bytes, bytes] = client.hgetall(keys.hot_meta)  # type: ignore[assignment]
+    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def current_values(client: redis.Redis, keys: Keys, ids: Sequence[int]) -> list[bytes | None]:

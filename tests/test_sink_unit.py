@@ -31,12 +31,13 @@ def client() -> Iterator[redis.Redis]:
 def write(
     client: redis.Redis, fence: sink.Fence, epoch: int, items: list[tuple[int, bytes]]
 ) -> sink.BatchWriter:
-    writer = sink.BatchWriter(client, KEYS, fence, ttl_s=100, jitter=0.1, where="fake")
+    pipe = sink.ScriptPipe(client, fence, ttl_s=100, jitter=0.1, where="fake")
+    writer = sink.BatchWriter(pipe, KEYS)
     try:
         writer.send(epoch, items)
-        writer.finish()
+        pipe.finish()
     finally:
-        writer.close()
+        pipe.close()
     return writer
 
 
@@ -66,7 +67,7 @@ def test_invalidated_after_read_is_skipped_before_is_written(client: redis.Redis
     epoch, deleted = sink.invalidate(client, KEYS, [1], tombstone_s=60, batch=10, where="fake")
     assert (epoch, deleted) == (1, 0)
     w = write(client, sink.Fence(lock_key="x"), read_epoch, [(1, b"stale"), (2, b"fine")])
-    assert w.skipped == [1]
+    assert w.skipped == {1}
     assert client.get(KEYS.product(1)) is None
     assert client.get(KEYS.product(2)) == b"fine"
     # a warm that read after the invalidation may write
@@ -118,14 +119,40 @@ def test_publish_replaces_hot_list_and_meta(client: redis.Redis) -> None:
 
 
 def test_many_batches_pipelined_in_order(client: redis.Redis) -> None:
-    writer = sink.BatchWriter(
-        client, KEYS, sink.Fence(lock_key="x"), ttl_s=100, jitter=0, where="f"
-    )
+    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0, where="f")
+    writer = sink.BatchWriter(pipe, KEYS)
     try:
         for start in range(0, 1000, 100):
             writer.send(0, [(i, b"%d" % i) for i in range(start, start + 100)])
-        totals = writer.finish()
+        pipe.finish()
     finally:
-        writer.close()
-    assert totals.written == 1000
+        pipe.close()
+    assert writer.totals.written == 1000
     assert client.get(KEYS.product(999)) == b"999"
+
+
+def test_touch_refreshes_present_and_reports_missing(client: redis.Redis) -> None:
+    client.set(KEYS.product(1), b"a", px=1000)
+    client.set(KEYS.product(3), b"c", px=1000)
+    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
+    gone: list[int] = []
+    try:
+        sink.touch(pipe, KEYS, [1, 2, 3, 4], gone.extend)
+        pipe.finish()
+    finally:
+        pipe.close()
+    assert gone == [2, 4]
+    assert 99_000 < client.pttl(KEYS.product(3)) <= 150_000
+    assert client.get(KEYS.product(1)) == b"a"
+
+
+def test_ttl_jitter_spreads_a_batch(client: redis.Redis) -> None:
+    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
+    try:
+        sink.BatchWriter(pipe, KEYS).send(0, [(i, b"v") for i in range(200)])
+        pipe.finish()
+    finally:
+        pipe.close()
+    ttls = [client.pttl(KEYS.product(i)) for i in range(200)]
+    assert all(99_000 < t <= 150_000 for t in ttls)
+    assert max(ttls) - min(ttls) > 25_000  # spread over the jitter window, not bunched
