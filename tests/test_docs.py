@@ -1,0 +1,51 @@
+"""README, example config and --help stay in step with the code."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cachewarm.cli import cli
+from cachewarm.config import SECTIONS, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+EXAMPLE = ROOT / "cachewarm.example.toml"
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    settings = load_settings(EXAMPLE, env={})
+    assert settings.warm.hot_query.strip().startswith("SELECT")
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for section, cls in SECTIONS.items():
+        assert f"[{section}]" in text
+        for field in fields(cls):
+            assert re.search(rf"^#? ?{field.name} = ", text, re.MULTILINE), (section, field.name)
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_is_documented(command: str) -> None:
+    assert f"`{command}" in README
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    for option in re.findall(r"(--[a-z][a-z-]+)", result.output):
+        if option != "--help":
+            assert option in README, f"{command} {option} missing from README"
+
+
+def test_exit_codes_documented_in_readme_and_help() -> None:
+    top = CliRunner().invoke(cli, ["--help"]).output
+    for code in ("`0`", "`1`", "`2`", "`75`", "`130`", "`143`"):
+        assert code in README
+    assert "75 skipped" in " ".join(top.split())
+
+
+def test_readme_has_exactly_the_two_setup_commands() -> None:
+    block = README.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["scripts/demo", "scripts/test"]
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
