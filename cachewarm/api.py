@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import redis
 import redis.exceptions
 import structlog
@@ -108,7 +107,7 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
 
 
 def _read_batch(
-    conn: pymysql.Connection[Any],
+    src: source.Source,
     settings: Settings,
     batch: Sequence[int],
     record: RunRecord,
@@ -121,7 +120,7 @@ def _read_batch(
     """
     found: dict[int, bytes] = {}
     limit = settings.warm.max_payload_bytes
-    for product_id, payload in source.listings(conn, settings.warm.listing_query, batch):
+    for product_id, payload in src.listings(settings.warm.listing_query, batch):
         found[product_id] = payload
     items: list[tuple[int, bytes]] = []
     for product_id in batch:
@@ -188,12 +187,11 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
         previous = _redis_call(client, sink.hot_meta, where, keys)
         record.stage = "connecting to MySQL"
-        conn = source.connect(settings.mysql)
-        stack.callback(conn.close)
-        mysql = source.where(conn)
-        watermark = source.server_now(conn) if settings.warm.changed_query else ""
-        record.stage = f"running the hot query on {mysql}"
-        ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
+        src = source.Source(settings.mysql)
+        stack.callback(src.close)
+        watermark = src.server_now() if settings.warm.changed_query else ""
+        record.stage = f"running the hot query on {src.where}"
+        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         log.info("hot.selected", run_id=record.run_id, hot=len(ids))
         if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
@@ -205,8 +203,8 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         to_read: Sequence[int] = ids
         since = None if full else _since(settings, previous)
         if since is not None:
-            record.stage = f"running the changed query on {mysql}"
-            changed = source.changed_ids(conn, settings.warm.changed_query, since, len(ids))
+            record.stage = f"running the changed query on {src.where}"
+            changed = src.changed_ids(settings.warm.changed_query, since, len(ids))
             if changed is not None:
                 record.mode = "incremental"
                 record.stage = f"refreshing unchanged listings in Redis at {where}"
@@ -214,10 +212,10 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 record.unchanged = len(ids) - len(to_read)
         writer = sink.BatchWriter(pipe, keys)
         for number, batch in enumerate(_chunks(to_read, settings.warm.batch_size), 1):
-            record.stage = f"running the listing query on {mysql} (batch {number})"
+            record.stage = f"running the listing query on {src.where} (batch {number})"
             _check_deadline(deadline)
             epoch = _redis_call(client, sink.read_epoch, where, keys)
-            items = _read_batch(conn, settings, batch, record, absent)
+            items = _read_batch(src, settings, batch, record, absent)
             record.stage = f"writing batch {number} to Redis at {where}"
             writer.send(epoch, items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
@@ -326,13 +324,13 @@ def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunRe
         report = DryRunReport(record)
         client = sink.connect(settings.redis)
         stack.callback(client.close)
-        conn = source.connect(settings.mysql)
-        stack.callback(conn.close)
-        ids = source.hot_ids(conn, settings.warm.hot_query, settings.warm.limit)
+        src = source.Source(settings.mysql)
+        stack.callback(src.close)
+        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         absent: set[int] = set()
         for batch in _chunks(ids, settings.warm.batch_size):
-            items = _read_batch(conn, settings, batch, record, absent)
+            items = _read_batch(src, settings, batch, record, absent)
             current = _redis_call(client, sink.current_values, where, keys, [i for i, _ in items])
             for (product_id, payload), old in zip(items, current, strict=True):
                 _tally(report, keys.product(product_id), payload, old)
@@ -397,8 +395,8 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
         record.removed = result.deleted
         log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
         if rewarm:
-            conn = source.connect(settings.mysql)
-            stack.callback(conn.close)
+            src = source.Source(settings.mysql)
+            stack.callback(src.close)
             now_ms = _redis_call(client, sink.server_time_ms, where)
             fence = sink.Fence(
                 lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
@@ -408,7 +406,7 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
             writer = sink.BatchWriter(pipe, keys)
             absent: set[int] = set()
             for batch in _chunks(ids, settings.warm.batch_size):
-                items = _read_batch(conn, settings, batch, record, absent)
+                items = _read_batch(src, settings, batch, record, absent)
                 writer.send(epoch, [(i, p) for i, p in items if p])
             pipe.finish()
             result.missing = [i for i in ids if i in absent]

@@ -51,6 +51,7 @@ class Secret:
 class MySQLSettings:
     url: str = "mysql://root@127.0.0.1:3306/shop"
     password: Secret | None = None  # else the URL's, else ~/.my.cnf's
+    driver: str = "auto"  # "pymysql", or "mysqlclient" (C, from cachewarm[fast]); auto prefers it
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     ssl_ca: str | None = None
@@ -322,6 +323,10 @@ def validate(s: Settings) -> None:
             "[keys] prefix may only hold letters, digits, '_', '-' and '.'",
         ),
         (s.run.lock in ("file", "redis"), '[run] lock must be "file" or "redis"'),
+        (
+            s.mysql.driver in ("auto", "pymysql", "mysqlclient"),
+            '[mysql] driver must be "auto", "pymysql" or "mysqlclient"',
+        ),
         (s.run.lock_ttl >= 1, "[run] lock_ttl must be at least 1 second"),
         (s.run.max_seconds > 0, "[run] max_seconds must be positive"),
         (

@@ -1,100 +1,194 @@
-"""MySQL: the hot ids, then the listing rows of a batch of ids.
+"""MySQL: the hot ids, the changed ids, and the listing rows of a batch of ids.
 
-Each query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
+Two drivers give the same rows: PyMySQL (pure Python, the default install) and, when
+the `fast` extra is installed, mysqlclient (C), chosen by `mysql.driver`. Both are told
+to hand over DECIMAL, DATE and TIME as the server's text and DATETIME as ISO 8601 (see
+encode.py), so the listing bytes do not depend on the driver.
+
+Every query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
 REPEATABLE READ transaction across batches would write rows older than the
 invalidations it checked against (see sink.WRITE_SCRIPT).
 """
 
 from __future__ import annotations
 
+import contextlib
 import decimal
+import importlib.util
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pymysql
-import pymysql.cursors
-
 from .config import MySQLSettings, mysql_target
-from .encode import ListingEncoder, pymysql_conversions
-from .errors import SourceError
+from .encode import ListingEncoder, decoders
+from .errors import ConfigError, SourceError
 from .keys import MAX_ID
 
 MY_CNF = Path("~/.my.cnf")
+FETCH_ROWS = 1000  # rows per driver call while streaming
 
 
-def connect(settings: MySQLSettings) -> pymysql.Connection[Any]:
-    """Open a connection with timeouts so a frozen server cannot hang the run."""
-    target = mysql_target(settings)
-    kwargs: dict[str, Any] = {
-        "host": target.host,
-        "port": target.port,
-        "database": target.database,
-        "unix_socket": target.unix_socket,
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "connect_timeout": settings.connect_timeout,
-        "read_timeout": settings.read_timeout,
-        "write_timeout": settings.read_timeout,
-        "conv": pymysql_conversions(),
-    }
-    if target.user:
-        kwargs["user"] = target.user
-    if target.password is not None:
-        kwargs["password"] = target.password.reveal()
-    elif MY_CNF.expanduser().is_file():
-        kwargs["read_default_file"] = str(MY_CNF.expanduser())
-    if settings.ssl_ca or settings.ssl_cert:
-        kwargs["ssl_ca"] = settings.ssl_ca
-        kwargs["ssl_cert"] = settings.ssl_cert
-        kwargs["ssl_key"] = settings.ssl_key
-        kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
-        kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-    try:
-        return pymysql.connect(**kwargs)
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"cannot connect to {target.display()}: {describe(exc)}") from None
+def driver_name(setting: str) -> str:
+    """'auto' picks mysqlclient when it is installed; naming a missing one is an error."""
+    available = importlib.util.find_spec("MySQLdb") is not None
+    if setting == "auto":
+        return "mysqlclient" if available else "pymysql"
+    if setting == "mysqlclient" and not available:
+        raise ConfigError(
+            '[mysql] driver = "mysqlclient" but it is not installed (cachewarm[fast])'
+        )
+    return setting
 
 
 def describe(exc: BaseException) -> str:
-    """PyMySQL errors as one line: '(1045, "Access denied...")' -> 'Access denied... [1045]'."""
+    """Driver errors as one line: '(1045, "Access denied...")' -> 'Access denied... [1045]'."""
     args: tuple[object, ...] = exc.args
     if len(args) == 2 and isinstance(args[0], int):
         return f"{args[1]} [{args[0]}]"
     return str(exc) or type(exc).__name__
 
 
-def where(conn: pymysql.Connection[Any]) -> str:
-    """'MySQL at host:port/db', for messages that must say which server failed."""
-    db = conn.db.decode() if isinstance(conn.db, bytes) else conn.db
-    place = conn.unix_socket or f"{conn.host}:{conn.port}"
-    return f"MySQL at {place}/{db}"
+class Source:
+    """One connection to the shop database, with timeouts so a frozen server cannot hang a run."""
 
+    def __init__(self, settings: MySQLSettings) -> None:
+        target = mysql_target(settings)
+        self.driver = driver_name(settings.driver)
+        self.where = target.display()
+        kwargs: dict[str, Any] = {
+            "host": target.host,
+            "port": target.port,
+            "database": target.database,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "connect_timeout": settings.connect_timeout,
+            "read_timeout": settings.read_timeout,
+            "write_timeout": settings.read_timeout,
+        }
+        if target.unix_socket:
+            kwargs["unix_socket"] = target.unix_socket
+        if target.user:
+            kwargs["user"] = target.user
+        if target.password is not None:
+            kwargs["password"] = target.password.reveal()
+        elif MY_CNF.expanduser().is_file():
+            kwargs["read_default_file"] = str(MY_CNF.expanduser())
+        ssl = {
+            k: v
+            for k, v in (
+                ("ca", settings.ssl_ca),
+                ("cert", settings.ssl_cert),
+                ("key", settings.ssl_key),
+            )
+            if v
+        }
+        if self.driver == "mysqlclient":
+            import MySQLdb
+            import MySQLdb.cursors
 
-def hot_ids(conn: pymysql.Connection[Any], query: str, limit: int) -> array[int]:
-    """Run the hot query; ids hottest first, repeats dropped, at most `limit`.
+            for name in ("connect_timeout", "read_timeout", "write_timeout"):
+                kwargs[name] = max(1, round(kwargs[name]))
+            if ssl:
+                kwargs["ssl"] = ssl
+                kwargs["ssl_mode"] = (
+                    "VERIFY_IDENTITY"
+                    if settings.ssl_verify_identity
+                    else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
+                )
+            self._error: type[Exception] = MySQLdb.MySQLError
+            self._streaming: Any = MySQLdb.cursors.SSCursor
+            connect: Callable[..., Any] = MySQLdb.connect
+        else:
+            import pymysql
+            import pymysql.cursors
 
-    Streamed into an array of 8-byte ids: a million hot ids cost 8 MB, not the ~100 MB
-    a buffered result of tuples would.
-    """
-    ids: array[int] = array("Q")
-    try:
-        with conn.cursor(pymysql.cursors.SSCursor) as cur:
-            cur.execute(query, {"limit": limit})
+            for name, value in ssl.items():
+                kwargs[f"ssl_{name}"] = value
+            if ssl:
+                kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
+                kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
+            self._error = pymysql.MySQLError
+            self._streaming = pymysql.cursors.SSCursor
+            connect = pymysql.connect
+        try:
+            self._conn = connect(conv=decoders(self.driver), **kwargs)
+        except self._error as exc:
+            raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(self._error):  # already gone: nothing left to release
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def _query(self, what: str, query: str, params: dict[str, Any]) -> Iterator[Any]:
+        """An executed streaming cursor; driver errors, also while fetching, become one line."""
+        cur = None
+        try:
+            cur = self._conn.cursor(self._streaming)
+            cur.execute(query, params)
+            yield cur
+        except self._error as exc:
+            raise SourceError(f"{self.where}: {what} failed: {describe(exc)}") from None
+        finally:
+            if cur is not None:
+                with contextlib.suppress(self._error):  # a dead connection has nothing to drain
+                    cur.close()
+
+    @staticmethod
+    def _rows(cur: Any) -> Iterator[Any]:
+        while rows := cur.fetchmany(FETCH_ROWS):
+            yield from rows
+
+    def hot_ids(self, query: str, limit: int) -> array[int]:
+        """Run the hot query; ids hottest first, repeats dropped, at most `limit`.
+
+        Streamed into an array of 8-byte ids: a million hot ids cost 8 MB, not the
+        ~100 MB a buffered result of tuples would.
+        """
+        ids: array[int] = array("Q")
+        with self._query("hot query", query, {"limit": limit}) as cur:
             width = len(cur.description or ())
             if width != 1:
                 raise SourceError(
                     f"hot query must return one column (product id), it returned {width}"
                 )
             append = ids.append
-            for n, (value,) in enumerate(cur.fetchall_unbuffered(), 1):
-                append(value if type(value) is int and 0 <= value <= MAX_ID else _as_id(value, n))
+            for n, (value,) in enumerate(self._rows(cur), 1):
+                append(
+                    value
+                    if type(value) is int and 0 <= value <= MAX_ID
+                    else _as_id(value, n, "hot")
+                )
                 if len(ids) == limit:
                     break
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"{where(conn)}: hot query failed: {describe(exc)}") from None
-    return _drop_repeats(ids)
+        return _drop_repeats(ids)
+
+    def changed_ids(self, query: str, since: str, cap: int) -> set[int] | None:
+        """Ids the changed query reports since `since`; None when more than `cap` (warm fully)."""
+        changed: set[int] = set()
+        with self._query("changed query", query, {"since": since}) as cur:
+            for n, (value, *_) in enumerate(self._rows(cur), 1):
+                changed.add(_as_id(value, n, "changed"))
+                if len(changed) > cap:
+                    return None
+        return changed
+
+    def server_now(self) -> str:
+        """MySQL's clock, the one `updated_at` columns are stamped with."""
+        with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
+            return str(cur.fetchone()[0])
+
+    def listings(self, query: str, ids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
+        with self._query("listing query", query, {"ids": tuple(ids)}) as cur:
+            try:
+                encoder = ListingEncoder(cur.description or ())
+            except ValueError as exc:
+                raise SourceError(f"{self.where}: {exc}") from None
+            id_index, encode = encoder.id_index, encoder.encode
+            for row in self._rows(cur):
+                yield _as_id(row[id_index], 0, "listing"), encode(row)
 
 
 def _drop_repeats(ids: array[int]) -> array[int]:
@@ -124,62 +218,24 @@ def _drop_repeats(ids: array[int]) -> array[int]:
     return kept
 
 
-def _as_id(value: object, row: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str | bytes | decimal.Decimal) and _digits(value):
+def _as_id(value: object, row: int, query: str) -> int:
+    if type(value) is int and 0 <= value <= MAX_ID:
+        return value
+    if isinstance(value, str | bytes | decimal.Decimal) and _digits(value):
         number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
     else:
-        raise SourceError(f"hot query returned a non-integer id {value!r} in row {row}")
+        raise SourceError(f"{query} query returned a non-integer id {value!r}{_at(row)}")
     if not 0 <= number <= MAX_ID:
-        raise SourceError(f"hot query returned an out-of-range id {value!r} in row {row}")
+        raise SourceError(f"{query} query returned an out-of-range id {value!r}{_at(row)}")
     return number
+
+
+def _at(row: int) -> str:
+    return f" in row {row}" if row else ""
 
 
 def _digits(value: str | bytes | decimal.Decimal) -> bool:
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
     return text.strip().isascii() and text.strip().isdigit()
-
-
-def server_now(conn: pymysql.Connection[Any]) -> str:
-    """MySQL's clock, the one `updated_at` columns are stamped with."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT CAST(NOW(6) AS CHAR)")
-            row = cur.fetchone()
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"{where(conn)}: SELECT NOW() failed: {describe(exc)}") from None
-    return str(row[0]) if row else ""
-
-
-def changed_ids(conn: pymysql.Connection[Any], query: str, since: str, cap: int) -> set[int] | None:
-    """Ids the changed query reports since `since`; None when more than `cap` (warm fully)."""
-    changed: set[int] = set()
-    try:
-        with conn.cursor(pymysql.cursors.SSCursor) as cur:
-            cur.execute(query, {"since": since})
-            for n, (value, *_) in enumerate(cur.fetchall_unbuffered(), 1):
-                changed.add(_as_id(value, n))
-                if len(changed) > cap:
-                    return None
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"{where(conn)}: changed query failed: {describe(exc)}") from None
-    return changed
-
-
-def listings(
-    conn: pymysql.Connection[Any], query: str, ids: Sequence[int]
-) -> Iterator[tuple[int, bytes]]:
-    """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
-    try:
-        with conn.cursor(pymysql.cursors.SSCursor) as cur:
-            cur.execute(query, {"ids": tuple(ids)})
-            try:
-                encoder = ListingEncoder([d[0] for d in cur.description or ()])
-            except ValueError as exc:
-                raise SourceError(str(exc)) from None
-            id_index, encode = encoder.id_index, encoder.encode
-            for row in cur.fetchall_unbuffered():
-                yield row[id_index], encode(row)
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"{where(conn)}: listing query failed: {describe(exc)}") from None

@@ -80,8 +80,9 @@ def test_second_run_reports_unchanged_and_rewrites_only_edits(
     assert json.loads(redis_client.get(keys.product(top)) or b"")["name"] == "Renamed ✓"
 
 
+@pytest.mark.parametrize("driver", ["pymysql", "mysqlclient"])
 def test_json_mapping_of_every_type(
-    make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
+    make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis, driver: str
 ) -> None:
     with shop_conn.cursor() as cur:
         cur.execute(
@@ -90,19 +91,22 @@ def test_json_mapping_of_every_type(
                 ubig BIGINT UNSIGNED, dec_col DECIMAL(12,4), money DECIMAL(10,2),
                 f FLOAT, d DOUBLE, day DATE, dt DATETIME, dt6 DATETIME(6), ts TIMESTAMP(3) NULL,
                 tm TIME, txt TEXT, vc VARCHAR(50), ch CHAR(3), bin VARBINARY(8), blb BLOB,
-                nul INT NULL, flag BIT(8)
+                nul INT NULL, flag BIT(8), size ENUM('s','m'), tags SET('a','b'), tiny_d DOUBLE,
+                doc JSON
             ) CHARSET utf8mb4"""
         )
         cur.execute(
             "INSERT INTO all_types VALUES (1, -128, 32767, -9223372036854775808, "
             "18446744073709551615, -12345678.0500, 19.90, 1.5, 0.1, '2026-11-24', "
             "'2026-11-24 10:15:00', '2026-11-24 10:15:00.000120', '2026-11-24 10:15:00.500', "
-            "'838:59:59', %s, 'it''s \"q\" \\\\ ok', 'abc', x'00ff10', x'deadbeef', NULL, b'101')",
+            "'838:59:59', %s, 'it''s \"q\" \\\\ ok', 'abc', x'00ff10', x'deadbeef', NULL, b'101', "
+            "'m', 'a,b', 1e-05, '{\"k\": [1, 2]}')",
             ("emoji 😀 línea\nnueva\ttab",),
         )
     s = make_settings(
         hot_query="SELECT 1 LIMIT %(limit)s",
         listing_query="SELECT * FROM all_types WHERE id IN %(ids)s",
+        driver=driver,
     )
     cachewarm.warm(s)
     payload = cachewarm.show(s, 1)
@@ -114,9 +118,27 @@ def test_json_mapping_of_every_type(
             '"f":1.5,"d":0.1,"day":"2026-11-24","dt":"2026-11-24T10:15:00",'
             '"dt6":"2026-11-24T10:15:00.000120","ts":"2026-11-24T10:15:00.500000",'
             '"tm":"838:59:59","txt":"emoji 😀 línea\\nnueva\\ttab","vc":"it\'s \\"q\\" \\\\ ok",'
-            '"ch":"abc","bin":"AP8Q","blb":"3q2+7w==","nul":null,"flag":"BQ=="}'
+            '"ch":"abc","bin":"AP8Q","blb":"3q2+7w==","nul":null,"flag":"BQ==","size":"m",'
+            '"tags":"a,b","tiny_d":1e-05,"doc":"{\\"k\\": [1, 2]}"}'
         ).encode()
     )
+
+
+def test_both_drivers_write_the_same_bytes(
+    make_settings: MakeSettings, redis_client: redis.Redis
+) -> None:
+    by_driver = {}
+    for driver in ("pymysql", "mysqlclient"):
+        s = make_settings(driver=driver, version=2 if driver == "pymysql" else 3)
+        record = cachewarm.warm(s)
+        keys = Keys(s.keys.prefix, s.keys.version)
+        hot = redis_client.get(keys.hot)
+        by_driver[driver] = (
+            hot,
+            [redis_client.get(keys.product(i)) for i in json.loads(hot or b"")],
+        )
+        assert record.written == record.hot > 0
+    assert by_driver["pymysql"] == by_driver["mysqlclient"]
 
 
 def test_dry_run_writes_nothing_on_the_server(
