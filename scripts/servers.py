@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,11 +275,14 @@ def _socket_path(base_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="cwdb-")) / "mysqld.sock"
 
 
-def start_mariadb(base_dir: Path, port: int | None = None) -> Server:
+def start_mariadb(
+    base_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+) -> Server:
     """Initialise a data dir under base_dir (unless present) and start mariadbd on it.
 
     Root has an empty password over TCP from 127.0.0.1. Settings favour fast bulk
-    loads over durability, which is what a disposable server is for.
+    loads over durability, which is what a disposable server is for. `extra_args`
+    go to mariadbd as they are (TLS options, say).
     """
     base_dir = base_dir.resolve()
     datadir = base_dir / "data"
@@ -304,16 +307,18 @@ def start_mariadb(base_dir: Path, port: int | None = None) -> Server:
                 f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             )
     sock = _socket_path(base_dir)
-    return _start_on_port(port, lambda p: _mariadb_server(base_dir, datadir, sock, log, as_root, p))
+    return _start_on_port(
+        port, lambda p: _mariadb_server(base_dir, datadir, sock, log, [*as_root, *extra_args], p)
+    )
 
 
 def _mariadb_server(
-    base_dir: Path, datadir: Path, sock: Path, log: Path, as_root: list[str], port: int
+    base_dir: Path, datadir: Path, sock: Path, log: Path, extra: list[str], port: int
 ) -> Server:
     argv = [
         _which("mariadbd"),
         "--no-defaults",
-        *as_root,
+        *extra,
         f"--datadir={datadir}",
         f"--socket={sock}",
         f"--pid-file={base_dir / 'mariadb.pid'}",
@@ -359,15 +364,18 @@ def _start_on_port(port: int | None, start: Callable[[int], Server]) -> Server:
     raise AssertionError("unreachable")
 
 
-def start_redis(base_dir: Path, port: int | None = None) -> Server:
-    """Start a non-persistent redis-server whose files live in base_dir."""
+def start_redis(base_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> Server:
+    """Start a non-persistent redis-server whose files live in base_dir.
+
+    `extra_args` go to redis-server as they are (a TLS port, say).
+    """
     base_dir = base_dir.resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
     log = base_dir / "redis.log"
-    return _start_on_port(port, lambda p: _redis_server(base_dir, log, p))
+    return _start_on_port(port, lambda p: _redis_server(base_dir, log, p, list(extra_args)))
 
 
-def _redis_server(base_dir: Path, log: Path, port: int) -> Server:
+def _redis_server(base_dir: Path, log: Path, port: int, extra: list[str]) -> Server:
     argv = [
         _which("redis-server"),
         "--port",
@@ -384,6 +392,7 @@ def _redis_server(base_dir: Path, log: Path, port: int) -> Server:
         "no",
         "--logfile",
         str(log),
+        *extra,
     ]
     server = Server(
         kind="redis",

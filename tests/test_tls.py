@@ -1,0 +1,122 @@
+"""TLS to both servers: MySQL with [mysql] ssl_ca, Redis with rediss:// and ssl_ca_certs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import seed
+import servers
+
+import cachewarm
+from cachewarm import Settings, load_settings
+from cachewarm.errors import SinkError, SourceError
+
+MakeConfig = Callable[..., Path]
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+    other_ca: Path  # a CA that did not sign the server's certificate
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throwaway CA and a server certificate for 127.0.0.1."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=cachewarm test CA")  # fmt: skip
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out",
+            "other.pem", "-days", "2", "-subj", "/CN=someone else")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")  # fmt: skip
+    (d / "server.key").chmod(0o644)  # mariadbd reads it as whoever it runs as
+    return Certs(d / "ca.pem", d / "server.pem", d / "server.key", d / "other.pem")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path, certs: Certs) -> Iterator[str]:
+    """A Redis whose TLS port is the only one cachewarm is given; yields its rediss:// URL."""
+    port = servers.free_port()
+    server = servers.start_redis(
+        tmp_path / "redis",
+        extra_args=[
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs.cert),
+            "--tls-key-file",
+            str(certs.key),
+            "--tls-ca-cert-file",
+            str(certs.ca),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    try:
+        yield f"rediss://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tls_mariadb(tmp_path: Path, certs: Certs) -> Iterator[str]:
+    """A MariaDB with the sample shop and a user that may only connect over TLS."""
+    server = servers.start_mariadb(
+        tmp_path / "mariadb",
+        extra_args=[f"--ssl-ca={certs.ca}", f"--ssl-cert={certs.cert}", f"--ssl-key={certs.key}"],
+    )
+    try:
+        seed.seed(f"{server.url}/shop", 50)
+        admin = seed.connect(server.url, server_only=True, local_infile=False)
+        with admin.cursor() as cur:
+            cur.execute("CREATE USER 'tlsonly'@'%' IDENTIFIED BY 'tls-pw-123' REQUIRE SSL")
+            cur.execute("GRANT SELECT ON shop.* TO 'tlsonly'@'%'")
+        admin.close()
+        yield f"mysql://tlsonly@127.0.0.1:{server.port}/shop"
+    finally:
+        server.stop()
+
+
+def tls_settings(make_config: MakeConfig, mysql: str, **overrides: object) -> Settings:
+    return load_settings(
+        make_config(mysql_url=mysql, **overrides), env={"CACHEWARM_MYSQL_PASSWORD": "tls-pw-123"}
+    )
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "mysqlclient"])
+def test_mysql_over_tls(
+    make_config: MakeConfig, tls_mariadb: str, certs: Certs, redis_client: redis.Redis, driver: str
+) -> None:
+    s = tls_settings(make_config, tls_mariadb, ssl_ca=str(certs.ca), driver=driver)
+    record = cachewarm.warm(s)
+    assert record.written == record.hot > 0
+    untrusted = tls_settings(make_config, tls_mariadb, ssl_ca=str(certs.other_ca), driver=driver)
+    with pytest.raises(SourceError, match="cannot connect to MySQL"):
+        cachewarm.warm(untrusted)
+
+
+def test_redis_over_tls(make_config: MakeConfig, tls_redis: str, certs: Certs) -> None:
+    s = load_settings(make_config(redis_url=tls_redis, ssl_ca_certs=str(certs.ca)), env={})
+    record = cachewarm.warm(s)
+    assert record.hot_published
+    shown = cachewarm.show(s, record.hot_ids[0])
+    assert json.loads(shown or b"")["id"] == record.hot_ids[0]
+    untrusted = load_settings(make_config(redis_url=tls_redis), env={})
+    with pytest.raises(SinkError, match=r"cannot connect to Redis at rediss://127\.0\.0\.1"):
+        cachewarm.warm(untrusted)
