@@ -210,11 +210,11 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 record.stage = f"refreshing unchanged listings in Redis at {where}"
                 to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
                 record.unchanged = len(ids) - len(to_read)
-        writer = sink.BatchWriter(pipe, keys)
+        writer = sink.BatchWriter(pipe, keys, _redis_call(client, sink.read_epoch, where, keys))
         for number, batch in enumerate(_chunks(to_read, settings.warm.batch_size), 1):
             record.stage = f"running the listing query on {src.where} (batch {number})"
             _check_deadline(deadline)
-            epoch = _redis_call(client, sink.read_epoch, where, keys)
+            epoch = writer.epoch
             items = _read_batch(src, settings, batch, record, absent)
             record.stage = f"writing batch {number} to Redis at {where}"
             writer.send(epoch, items)
@@ -403,7 +403,7 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
             )
             pipe = _pipe(settings, client, fence)
             stack.callback(pipe.close)
-            writer = sink.BatchWriter(pipe, keys)
+            writer = sink.BatchWriter(pipe, keys, epoch)
             absent: set[int] = set()
             for batch in _chunks(ids, settings.warm.batch_size):
                 items = _read_batch(src, settings, batch, record, absent)

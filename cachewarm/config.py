@@ -76,7 +76,7 @@ class WarmSettings:
     limit: int = 1000
     ttl: int = 900
     ttl_jitter: float = 0.1  # fraction of ttl added at random so keys don't expire together
-    batch_size: int = 500
+    batch_size: int = 2000
     max_payload_bytes: int = 1024 * 1024
     # Incremental warms: ids whose listing may have changed since %(since)s (a DATETIME).
     changed_query: str = ""

@@ -82,7 +82,7 @@ def _read_info(fd: int) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def file_lock(path: Path, run_id: str) -> Iterator[Fence]:
     """Hold an exclusive flock on `path` for the duration of the block."""
-    ensure_private_dir(path.parent)
+    ensure_private_dir(path.parent, f"lockfile {path}")
     fd = _open_lockfile(path, os.O_RDWR | os.O_CREAT)
     try:
         give_up = time.monotonic() + ACQUIRE_PATIENCE_S
@@ -124,11 +124,16 @@ def file_lock_holder(path: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: Path, purpose: str = "") -> None:
+    """Create `path` (mode 700) if missing; `purpose` says what it is for, in the error."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise LockError(f"cannot create directory {path}: {exc.strerror}") from None
+        # mkdir reports a file in the way as "File exists"; say what is wrong instead
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise LockError(
+            f"cannot create directory {path}{f' for {purpose}' if purpose else ''}: {reason}"
+        ) from None
 
 
 @contextlib.contextmanager

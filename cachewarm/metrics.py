@@ -28,6 +28,11 @@ def _previous_success(path: Path) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def _number(value: float) -> str:
+    """Exact sample value: '{:g}' keeps 6 digits, turning a timestamp into 1.79584e+09."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def render(record: RunRecord, now: float, last_success: float | None) -> str:
     labels = f'prefix="{record.prefix}",version="{record.version}"'
     gauges: list[tuple[str, str, str, float]] = [
@@ -57,7 +62,7 @@ def render(record: RunRecord, now: float, last_success: float | None) -> str:
         lines += [
             f"# HELP {name} {help_text}",
             f"# TYPE {name} gauge",
-            f"{name}{{{label_text}}} {value:g}",
+            f"{name}{{{label_text}}} {_number(value)}",
         ]
     name = "cachewarm_last_run_status"
     lines += [f"# HELP {name} 1 for the status of the last run.", f"# TYPE {name} gauge"]

@@ -54,7 +54,7 @@ class RunRecord:
 
 def check_writable(path: Path) -> None:
     """Fail before any work if the record could not be written afterwards."""
-    ensure_private_dir(path.parent)
+    ensure_private_dir(path.parent, f"run log {path}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -64,7 +64,7 @@ def check_writable(path: Path) -> None:
 
 def append(path: Path, record: RunRecord) -> None:
     data = record.to_json()
-    ensure_private_dir(path.parent)
+    ensure_private_dir(path.parent, f"run log {path}")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         written = os.write(fd, data)

@@ -10,7 +10,7 @@ Three guards live in the write script:
   nothing (a paused process cannot overwrite the new holder's work);
 - the deadline, on Redis' own clock: a run past `run.max_seconds` writes nothing;
 - the tombstone: `invalidate` bumps an epoch counter and stamps each product with it;
-  a warm records the epoch before reading a batch from MySQL and skips any product
+  a warm knows the epoch before reading a batch from MySQL and skips any product
   invalidated since, so a value read before an edit can never be written after it.
   Tombstones live `run.max_seconds` plus a margin, longer than any run may write.
 """
@@ -50,22 +50,23 @@ local ttl, jitter, offset = tonumber(ARGV[3]), tonumber(ARGV[4]) + 1, tonumber(A
 local function px(i) return ttl + (offset + i * 7919) % jitter end
 """
 
-# KEYS: lock, then (listing key, tombstone key) per product.
+# KEYS: lock, epoch, then (listing key, tombstone key) per product.
 # ARGV: token, deadline ms, ttl ms, jitter ms, offset, read epoch, then one payload per
 # product ('' = the listing query has no row: delete).
-# Returns {written, unchanged, removed, {1-based positions skipped as invalidated}}.
+# Returns {written, unchanged, removed, {1-based positions skipped as invalidated},
+# epoch now}: the last saves the warm a round trip before reading its next batch.
 WRITE_SCRIPT = (
     FENCE_CHECK
     + SPREAD
     + """
 local epoch = tonumber(ARGV[6])
 local written, unchanged, removed, skipped = 0, 0, 0, {}
-for i = 1, (#KEYS - 1) / 2 do
-  local key, payload = KEYS[2 * i], ARGV[6 + i]
+for i = 1, (#KEYS - 2) / 2 do
+  local key, payload = KEYS[2 * i + 1], ARGV[6 + i]
   if payload == '' then
     removed = removed + redis.call('DEL', key)
   else
-    local stamp = redis.call('GET', KEYS[2 * i + 1])
+    local stamp = redis.call('GET', KEYS[2 * i + 2])
     if stamp and tonumber(stamp) > epoch then
       skipped[#skipped + 1] = i
     elseif redis.call('GET', key) == payload then
@@ -77,7 +78,7 @@ for i = 1, (#KEYS - 1) / 2 do
     end
   end
 end
-return {written, unchanged, removed, skipped}
+return {written, unchanged, removed, skipped, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 )
 
@@ -249,18 +250,21 @@ _TOUCH = TOUCH_SCRIPT.encode()
 class BatchWriter:
     """Writes listings batch by batch through WRITE_SCRIPT, pipelined one batch deep."""
 
-    def __init__(self, pipe: ScriptPipe, keys: Keys) -> None:
+    def __init__(self, pipe: ScriptPipe, keys: Keys, epoch: int) -> None:
         self._pipe = pipe
         self._keys = keys
         self.totals = WriteTotals()
         self.skipped: set[int] = set()  # invalidated while this run was reading them
+        # The invalidation epoch as of the latest reply: reading it before a batch's
+        # SELECT is what the tombstone check needs, and an older value is only stricter.
+        self.epoch = epoch
 
     def send(self, epoch: int, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue one batch of (id, payload); an empty payload deletes the listing."""
         if not items:
             return
         product, tombstone = self._keys.product, self._keys.tombstone
-        names: list[bytes] = []
+        names: list[bytes] = [self._keys.epoch.encode()]
         payloads: list[bytes] = [b"%d" % epoch]
         for product_id, payload in items:
             names += (product(product_id).encode(), tombstone(product_id).encode())
@@ -269,7 +273,8 @@ class BatchWriter:
         ids = [product_id for product_id, _ in items]
 
         def collect(reply: Any) -> None:
-            written, unchanged, removed, skipped = reply
+            written, unchanged, removed, skipped, now = reply
+            self.epoch = max(self.epoch, now)
             self.totals.written += written
             self.totals.unchanged += unchanged
             self.totals.removed += removed

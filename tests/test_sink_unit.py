@@ -32,7 +32,7 @@ def write(
     client: redis.Redis, fence: sink.Fence, epoch: int, items: list[tuple[int, bytes]]
 ) -> sink.BatchWriter:
     pipe = sink.ScriptPipe(client, fence, ttl_s=100, jitter=0.1, where="fake")
-    writer = sink.BatchWriter(pipe, KEYS)
+    writer = sink.BatchWriter(pipe, KEYS, 0)
     try:
         writer.send(epoch, items)
         pipe.finish()
@@ -120,7 +120,7 @@ def test_publish_replaces_hot_list_and_meta(client: redis.Redis) -> None:
 
 def test_many_batches_pipelined_in_order(client: redis.Redis) -> None:
     pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0, where="f")
-    writer = sink.BatchWriter(pipe, KEYS)
+    writer = sink.BatchWriter(pipe, KEYS, 0)
     try:
         for start in range(0, 1000, 100):
             writer.send(0, [(i, b"%d" % i) for i in range(start, start + 100)])
@@ -149,10 +149,16 @@ def test_touch_refreshes_present_and_reports_missing(client: redis.Redis) -> Non
 def test_ttl_jitter_spreads_a_batch(client: redis.Redis) -> None:
     pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
     try:
-        sink.BatchWriter(pipe, KEYS).send(0, [(i, b"v") for i in range(200)])
+        sink.BatchWriter(pipe, KEYS, 0).send(0, [(i, b"v") for i in range(200)])
         pipe.finish()
     finally:
         pipe.close()
     ttls = [client.pttl(KEYS.product(i)) for i in range(200)]
     assert all(99_000 < t <= 150_000 for t in ttls)
     assert max(ttls) - min(ttls) > 25_000  # spread over the jitter window, not bunched
+
+
+def test_writer_learns_the_epoch_from_its_replies(client: redis.Redis) -> None:
+    sink.invalidate(client, KEYS, [7, 8], tombstone_s=60, batch=1, where="fake")
+    w = write(client, sink.Fence(lock_key="x"), 0, [(1, b"x")])
+    assert w.epoch == 2
