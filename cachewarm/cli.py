@@ -255,23 +255,27 @@ def _print_status(report: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _progress_bar(opts: Options) -> Iterator[Any]:
-    """A bar on an interactive stderr only; cron and -v/JSON streams get none."""
+    """A bar on an interactive stderr only; cron and -v/JSON streams get none.
+
+    The bar starts with the first batch (when the total is known) and closes itself at
+    100%, so the events logged after it start on a line of their own.
+    """
     if not sys.stderr.isatty() or opts.verbose or opts.quiet or opts.log_format == "json":
         yield None
         return
-    bars: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
 
-    def advance(done: int, total: int) -> None:
-        if not bars:
-            bars.append(click.progressbar(length=total, label="warming", file=sys.stderr))
-            bars[0].__enter__()
-        bars[0].update(done)
+        def advance(done: int, total: int) -> None:
+            if not bars:
+                bar = click.progressbar(length=total, label="warming", file=sys.stderr)
+                bars.append(bar)
+                stack.enter_context(bar)
+            bars[0].update(done)
+            if bars[0].pos >= total:
+                stack.close()
 
-    try:
         yield advance
-    finally:
-        if bars:
-            bars[0].__exit__(None, None, None)
 
 
 @contextlib.contextmanager
