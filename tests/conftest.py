@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import hypothesis
 import pytest
 import redis
 import seed as shop_seed  # scripts/seed.py -> examples/seed.py
@@ -26,6 +27,10 @@ from pymysql.connections import Connection
 from cachewarm.config import SECTIONS, Settings, load_settings
 
 SHOP_PRODUCTS = 200
+
+# Timing varies on a loaded 2-core CI box; a slow example is not a failure.
+hypothesis.settings.register_profile("cachewarm", deadline=None)
+hypothesis.settings.load_profile("cachewarm")
 
 
 @dataclass(frozen=True)
