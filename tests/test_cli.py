@@ -7,12 +7,8 @@ as cron would, against the real servers.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,48 +16,9 @@ import redis
 import seed
 from click.testing import CliRunner
 from conftest import ShopDB
+from helpers import SLOW_HOT_QUERY, MakeConfig, cachewarm, runs, start, wait_for_lock_holder
 
 from cachewarm.cli import cli
-
-MakeConfig = Callable[..., Path]
-SLOW_HOT_QUERY = "SELECT id FROM products WHERE SLEEP(0.05) = 0 ORDER BY id LIMIT %(limit)s"
-
-
-def cachewarm(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cachewarm", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cachewarm", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_lock_holder(lockfile: Path, timeout: float = 15) -> None:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if lockfile.exists() and lockfile.read_text().strip():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"nobody took {lockfile}")
-
-
-def runs(config: Path) -> list[dict[str, object]]:
-    text = config.with_name("runs.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_successful_run_off_a_terminal_prints_nothing(make_config: MakeConfig) -> None:

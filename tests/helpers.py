@@ -1,0 +1,168 @@
+"""Helpers shared by the tests that drive the real `cachewarm` command and servers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import redis
+from pymysql.connections import Connection
+
+MakeConfig = Callable[..., Path]
+SLOW_HOT_QUERY = "SELECT id FROM products WHERE SLEEP(0.05) = 0 ORDER BY id LIMIT %(limit)s"
+
+
+def slow_listing_query(seconds_per_row: float, *, extra_column: bool = False) -> str:
+    """The sample listing query, sleeping per row while MySQL reads it.
+
+    With extra_column the rows carry an `s` column (0), so its listings differ from the
+    sample query's: a write by this query is recognisable in Redis.
+    """
+    extra = f", SLEEP({seconds_per_row}) AS s" if extra_column else ""
+    where = "" if extra_column else f" AND SLEEP({seconds_per_row}) = 0"
+    return (
+        "SELECT p.id, p.sku, p.name, p.description, p.price, p.weight_kg, p.released_on, "
+        f"p.updated_at, p.thumbnail, c.name AS category, c.slug AS category_slug{extra} "
+        f"FROM products p JOIN categories c ON c.id = p.category_id WHERE p.id IN %(ids)s{where}"
+    )
+
+
+def cachewarm(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachewarm", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cachewarm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 15) -> None:
+    """Poll `check` until it returns something true, or fail naming `what`."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_lock_holder(lockfile: Path, timeout: float = 15) -> None:
+    wait_for(
+        f"a run to take {lockfile}",
+        lambda: lockfile.exists() and lockfile.read_text().strip(),
+        timeout,
+    )
+
+
+def runs(config: Path) -> list[dict[str, object]]:
+    text = config.with_name("runs.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def product_keys(client: redis.Redis, prefix: str, version: int = 1) -> list[bytes]:
+    return list(client.scan_iter(match=f"{prefix}:v{version}:product:*"))
+
+
+def running_listing_batches(
+    conn: Connection, marker: str = "SLEEP("
+) -> list[tuple[int, list[int]]]:
+    """(milliseconds running, ids) of every listing query now running on the server."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT TIME_MS, INFO FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE %s AND INFO LIKE %s AND ID <> CONNECTION_ID()",
+            (f"%{marker}%", "%IN (%"),
+        )
+        rows = cur.fetchall()
+    found = []
+    for time_ms, info in rows:
+        ids = re.search(r"IN \(([\d,\s]+)\)", str(info))
+        if ids:
+            found.append((int(time_ms), [int(i) for i in ids.group(1).split(",")]))
+    return found
+
+
+def kill_queries(conn: Connection, marker: str) -> None:
+    """KILL every other connection whose running query contains `marker`."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s "
+            "AND ID <> CONNECTION_ID()",
+            (f"%{marker}%",),
+        )
+        for (thread_id,) in cur.fetchall():
+            try:
+                cur.execute(f"KILL {int(thread_id)}")
+            except Exception:  # noqa: S112 - it may have ended in the meantime
+                continue
+
+
+def one_line(text: str) -> str:
+    """The text, asserting it is exactly one line ending in a newline."""
+    assert text.endswith("\n") and text.count("\n") == 1, f"expected one line, got {text!r}"
+    return text.rstrip("\n")
+
+
+class Gate:
+    """A MySQL user lock the test holds: a hot query that takes it blocks until open()."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.name = f"cwgate_{secrets.token_hex(6)}"
+        self.closed = False
+        with conn.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (self.name,))
+            row = cur.fetchone()
+        assert row is not None and row[0] == 1
+        self.closed = True
+
+    @property
+    def hot_query(self) -> str:
+        """All products, once the gate opens (GET_LOCK waits up to 30 s for it)."""
+        return (
+            f"SELECT id FROM products WHERE GET_LOCK('{self.name}', 30) = 1 "
+            "ORDER BY id LIMIT %(limit)s"
+        )
+
+    def open(self) -> None:
+        if self.closed:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
+            self.closed = False
+
+
+@contextlib.contextmanager
+def gate(conn: Connection) -> Iterator[Gate]:
+    held = Gate(conn)
+    try:
+        yield held
+    finally:
+        held.open()
+
+
+def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
+    """Every key under the prefix with its serialized value (DUMP), for exact comparison."""
+    return {k: client.dump(k) for k in client.scan_iter(match=f"{prefix}:*")}

@@ -1,0 +1,533 @@
+"""Races, crashes, hung and dead servers, signals: what cron will eventually throw at a run.
+
+Every test drives real servers; fault injection uses the private `mariadb_server` /
+`redis_server` fixtures (kill, SIGSTOP, restart), never the shared session servers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import seed
+from helpers import (
+    MakeConfig,
+    cachewarm,
+    gate,
+    kill_queries,
+    one_line,
+    product_keys,
+    running_listing_batches,
+    runs,
+    slow_listing_query,
+    snapshot,
+    start,
+    wait_for,
+    wait_for_lock_holder,
+)
+from pymysql.connections import Connection
+from servers import Server
+
+import cachewarm as cw
+from cachewarm import Settings
+from cachewarm.keys import Keys
+from cachewarm.lock import file_lock_holder
+from cachewarm.runlog import RunRecord
+
+MakeSettings = Callable[..., Settings]
+
+
+def lock_is_free(lockfile: Path) -> bool:
+    """Whether this process can take the flock at once (and drops it again)."""
+    fd = os.open(lockfile, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, seconds it took) of a started run."""
+    began = time.monotonic()
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, time.monotonic() - began
+
+
+# --- 1. no stale resurrection -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rewarm", [False, True], ids=["invalidate", "invalidate-rewarm"])
+def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
+    make_settings: MakeSettings,
+    shop_conn: Connection,
+    redis_client: redis.Redis,
+    rewarm: bool,
+) -> None:
+    """Admin flow while a warm reads the very rows being edited: commit, then invalidate."""
+    s = make_settings(listing_query=slow_listing_query(0.15), batch_size=4, limit=16)
+    admin = make_settings(batch_size=4)  # same keys and listings, without the slowness
+    keys = Keys(s.keys.prefix, s.keys.version)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["record"] = cw.warm(s)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    raced: list[int] = []
+    try:
+        for _ in range(4):  # a batch whose read is still going after the invalidation returns
+            batches: list[tuple[int, list[int]]] = []
+
+            def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
+                found[:] = [b for b in running_listing_batches(shop_conn) if b[0] >= 100]
+                return bool(found)
+
+            wait_for("a listing query in flight", lambda: reading() or not thread.is_alive())
+            if not batches:
+                break
+            ids = batches[0][1]
+            with shop_conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,)
+                )
+            cw.invalidate(admin, ids, rewarm=rewarm)
+            if any(b[1] == ids for b in running_listing_batches(shop_conn)):
+                raced = ids  # the warm read these rows before the edit and still holds them
+                break
+    finally:
+        thread.join(timeout=30)
+    assert raced, "never caught a batch in flight; the race was not exercised"
+    record = outcome.get("record")
+    assert isinstance(record, RunRecord), outcome
+    assert record.status == "ok"
+    assert record.skipped_invalidated == len(raced)
+    hot = json.loads(redis_client.get(keys.hot) or b"")
+    for product_id in raced:
+        value = redis_client.get(keys.product(product_id))
+        if rewarm:
+            assert value is not None, f"rewarmed listing {product_id} missing"
+        if value is not None:
+            assert json.loads(value)["name"] == f"edited {product_id}", "stale listing resurrected"
+        else:
+            assert product_id not in hot, "hot list names a product without a listing"
+
+
+# --- 2. timeouts ---------------------------------------------------------------------------
+
+
+C_DRIVER_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="mysqlclient blocks in C: no signal handler (SIGALRM deadline, SIGTERM, SIGINT) "
+    "runs until the query returns; proposed fix in source.py: a watchdog that shuts the "
+    "socket down or KILLs the query",
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("driver", "query", "stage"),
+    [
+        ("pymysql", "hot_query", "running the hot query on MySQL at 127.0.0.1:"),
+        ("pymysql", "listing_query", "running the listing query on MySQL at 127.0.0.1:"),
+        pytest.param(
+            "mysqlclient",
+            "hot_query",
+            "running the hot query on MySQL at 127.0.0.1:",
+            marks=C_DRIVER_BUG,
+        ),
+    ],
+)
+def test_hung_query_stops_at_max_seconds_and_names_what_hung(
+    make_config: MakeConfig, shop_conn: Connection, query: str, stage: str, driver: str
+) -> None:
+    hung = {
+        "hot_query": "SELECT SLEEP(60) + 7 AS id LIMIT %(limit)s",
+        "listing_query": "SELECT id, name, SLEEP(60) AS s FROM products WHERE id IN %(ids)s",
+    }[query]
+    config = make_config(max_seconds=2, driver=driver, **{query: hung})
+    began = time.monotonic()
+    try:
+        result = cachewarm("--config", str(config), "run", timeout=8)
+    finally:
+        kill_queries(shop_conn, "SLEEP(60)")
+    elapsed = time.monotonic() - began
+    assert result.returncode == 1, result.stderr
+    line = one_line(result.stderr)
+    assert line.startswith("cachewarm: error: run passed run.max_seconds")
+    assert stage in line
+    assert elapsed < 8, f"took {elapsed:.1f} s to give up"
+    record = runs(config)[-1]
+    assert record["status"] == "failed"
+    assert record["error"] == line.removeprefix("cachewarm: error: ")
+    assert lock_is_free(config.with_name("cw.lock"))
+    assert cachewarm("--config", str(make_config()), "run").returncode == 0
+
+
+def blocked_on_gate(conn: Connection, name: str) -> bool:
+    """Whether a query is waiting for the gate: its result set has begun streaming."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE %s AND STATE = 'User lock' AND ID <> CONNECTION_ID()",
+            (f"%{name}%",),
+        )
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("driver", "how"),
+    [
+        ("pymysql", "deadline"),
+        ("pymysql", "SIGTERM"),
+        pytest.param("mysqlclient", "SIGTERM", marks=C_DRIVER_BUG),
+    ],
+)
+def test_run_stops_promptly_while_a_query_is_streaming(
+    make_config: MakeConfig, shop_conn: Connection, driver: str, how: str
+) -> None:
+    """Blocked after the result began (not before it): the case the hung-query test misses."""
+    with gate(shop_conn) as held:
+        config = make_config(
+            hot_query=held.hot_query, driver=driver, max_seconds=2 if how == "deadline" else 60
+        )
+        began = time.monotonic()
+        proc = start("--config", str(config), "run")
+        try:
+            wait_for("the hot query to block", lambda: blocked_on_gate(shop_conn, held.name))
+            time.sleep(0.3)
+            if how == "SIGTERM":
+                proc.send_signal(signal.SIGTERM)
+            code, _, err, _ = finish(proc, timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert code == (1 if how == "deadline" else 143), err
+    assert "running the hot query on MySQL at" in one_line(err)
+    assert time.monotonic() - began < 6
+
+
+@pytest.mark.timeout(60)
+def test_frozen_redis_fails_with_a_clear_error(
+    make_config: MakeConfig, redis_server: Server, key_prefix: str
+) -> None:
+    assert redis_server.pid is not None
+    config = make_config(
+        redis_url=redis_server.url,
+        redis_timeout=1,
+        listing_query=slow_listing_query(0.05),
+        batch_size=4,
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("the first batch in Redis", lambda: product_keys(client, key_prefix))
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        code, _, err, elapsed = finish(proc)
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 1, err
+    line = one_line(err)
+    assert line.startswith(f"cachewarm: error: Redis at {redis_server.url}"), line
+    assert "imeout" in line
+    assert elapsed < 10, f"took {elapsed:.1f} s to notice"
+    assert not client.exists(Keys(key_prefix, 1).hot)
+    client.close()
+    assert runs(config)[-1]["status"] == "failed"
+    fast = make_config(redis_url=redis_server.url)
+    assert cachewarm("--config", str(fast), "run").returncode == 0
+
+
+# --- 3. signals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone(
+    make_config: MakeConfig,
+    shop_conn: Connection,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    sig: signal.Signals,
+    code: int,
+) -> None:
+    fast = make_config()
+    assert cachewarm("--config", str(fast), "run").returncode == 0
+    keys = Keys(key_prefix, 1)
+    published = (redis_client.dump(keys.hot), redis_client.hgetall(keys.hot_meta))
+    assert published[0] is not None
+    slow = make_config(listing_query=slow_listing_query(0.05), batch_size=4)
+    proc = start("--config", str(slow), "run")
+    try:
+        wait_for("a listing query in flight", lambda: running_listing_batches(shop_conn))
+        proc.send_signal(sig)
+        returncode, _, err, elapsed = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert returncode == code, err
+    line = one_line(err)
+    assert line.startswith(f"cachewarm: error: interrupted by {sig.name} while running the ")
+    assert elapsed < 5
+    record = runs(slow)[-1]
+    assert (record["status"], record["pid"]) == ("interrupted", proc.pid)
+    assert record["error"] == line.removeprefix("cachewarm: error: ")
+    assert (redis_client.dump(keys.hot), redis_client.hgetall(keys.hot_meta)) == published
+    lockfile = slow.with_name("cw.lock")
+    assert file_lock_holder(lockfile) is None and lock_is_free(lockfile)
+    assert cachewarm("--config", str(fast), "run").returncode == 0
+
+
+# --- 4. servers dying mid-run ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_redis_killed_during_the_write_phase(
+    make_config: MakeConfig, redis_server: Server, key_prefix: str
+) -> None:
+    config = make_config(
+        redis_url=redis_server.url, listing_query=slow_listing_query(0.05), batch_size=4
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("the first batch in Redis", lambda: product_keys(client, key_prefix))
+        client.close()
+        redis_server.kill()
+        code, _, err, elapsed = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 1, err
+    line = one_line(err)
+    assert line.startswith(f"cachewarm: error: Redis at {redis_server.url}"), line
+    assert elapsed < 10
+    record = runs(config)[-1]
+    assert (record["status"], record["hot_published"]) == ("failed", False)
+    redis_server.restart()
+    again = cachewarm("--config", str(make_config(redis_url=redis_server.url)), "run")
+    assert again.returncode == 0, again.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.exists(Keys(key_prefix, 1).hot)
+    client.close()
+
+
+@pytest.mark.timeout(90)
+def test_mariadb_killed_during_the_read_phase(
+    make_config: MakeConfig,
+    mariadb_server: Server,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    url = f"{mariadb_server.url}/shop"
+    seed.seed(url, 200)
+    config = make_config(mysql_url=url, listing_query=slow_listing_query(0.05), batch_size=4)
+    admin = seed.connect(url, local_infile=False)
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("a listing query in flight", lambda: running_listing_batches(admin))
+        admin.close()
+        mariadb_server.kill()
+        code, _, err, elapsed = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 1, err
+    line = one_line(err)
+    assert f"MySQL at 127.0.0.1:{mariadb_server.port}/shop" in line, line
+    assert elapsed < 10
+    assert redis_client.exists(Keys(key_prefix, 1).hot) == 0
+    assert runs(config)[-1]["status"] == "failed"
+    mariadb_server.restart()
+    again = cachewarm("--config", str(make_config(mysql_url=url)), "run")
+    assert again.returncode == 0, again.stderr
+    assert redis_client.exists(Keys(key_prefix, 1).hot) == 1
+
+
+# --- 5. the run log ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_fifty_simultaneous_runs_one_works_the_rest_skip_and_the_log_stays_whole(
+    make_config: MakeConfig, shop_conn: Connection
+) -> None:
+    with gate(shop_conn) as held:
+        config = make_config(hot_query=held.hot_query)
+        procs = [start("--config", str(config), "run") for _ in range(50)]
+        try:
+            wait_for(
+                "49 runs to give up",
+                lambda: sum(p.poll() is not None for p in procs) >= 49,
+                timeout=60,
+            )
+            time.sleep(0.5)  # a second winner would now be blocked on the gate too
+            assert sum(p.poll() is not None for p in procs) == 49
+            held.open()
+            outcomes = [finish(p) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
+    codes = sorted(code for code, *_ in outcomes)
+    assert codes == [0] + [75] * 49, [err for code, _, err, _ in outcomes if code not in (0, 75)]
+    for code, _, err, _ in outcomes:
+        if code == 75:
+            assert one_line(err).startswith("cachewarm: skipped: lock ")
+    raw = config.with_name("runs.jsonl").read_bytes()
+    assert raw.endswith(b"\n")
+    lines = raw.split(b"\n")[:-1]
+    assert len(lines) == 50
+    records = [json.loads(line) for line in lines]
+    assert sorted(r["status"] for r in records) == ["ok"] + ["skipped"] * 49
+    assert {r["pid"] for r in records} == {p.pid for p in procs}
+
+
+def test_run_log_renamed_away_mid_run_is_recreated(
+    make_config: MakeConfig, shop_conn: Connection
+) -> None:
+    first = make_config()
+    assert cachewarm("--config", str(first), "run").returncode == 0
+    log = first.with_name("runs.jsonl")
+    rotated = log.with_name("runs.jsonl.1")
+    before = log.read_bytes()
+    with gate(shop_conn) as held:
+        config = make_config(hot_query=held.hot_query)
+        proc = start("--config", str(config), "run")
+        try:
+            wait_for_lock_holder(config.with_name("cw.lock"))
+            log.rename(rotated)  # what logrotate does, while the run is working
+            held.open()
+            code, _, err, _ = finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert code == 0, err
+    assert rotated.read_bytes() == before
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["status"], r["pid"]) for r in records] == [("ok", proc.pid)]
+
+
+@pytest.mark.parametrize("where", ["log", "lockfile"])
+@pytest.mark.parametrize("how", ["under-a-file", "is-a-directory"])
+def test_unusable_run_log_or_lockfile_fails_before_any_work(
+    make_config: MakeConfig,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+    where: str,
+    how: str,
+) -> None:
+    """Root ignores permission bits, so break the paths in ways that stop root too."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "adir").mkdir()
+    name = "runs.jsonl" if where == "log" else "cw.lock"
+    path = tmp_path / "afile" / name if how == "under-a-file" else tmp_path / "adir"
+    config = make_config(**{where: str(path)})
+    result = cachewarm("--config", str(config), "run")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert str(path) in line, line
+    assert ("run log" if where == "log" else "lock") in line
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+    if where == "lockfile":
+        assert runs(config)[-1]["status"] == "failed"
+
+
+# --- 7. several cron hosts: the Redis lock ------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_paused_redis_lock_holder_cannot_overwrite_the_next_holder(
+    make_config: MakeConfig,
+    shop_conn: Connection,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    keys = Keys(key_prefix, 1)
+    # A's listings carry an extra `s` field: any write of A's is recognisable in Redis.
+    slow = make_config(
+        lock="redis",
+        lock_ttl=1,
+        listing_query=slow_listing_query(0.1, extra_column=True),
+        batch_size=4,
+        limit=40,
+    )
+    fast = make_config(lock="redis", lock_ttl=1)
+    a = start("--config", str(slow), "run")
+    try:
+        wait_for("A's first batch", lambda: product_keys(redis_client, key_prefix))
+        a.send_signal(signal.SIGSTOP)
+        wait_for("A's lock to expire", lambda: not redis_client.exists(keys.lock), timeout=10)
+        with shop_conn.cursor() as cur:
+            cur.execute("UPDATE products SET name = CONCAT('edited by B ', id)")
+        b = cachewarm("--config", str(fast), "run")
+        assert b.returncode == 0, b.stderr
+        after_b = snapshot(redis_client, key_prefix)
+        a.send_signal(signal.SIGCONT)
+        code, _, err, _ = finish(a)
+    finally:
+        a.send_signal(signal.SIGCONT)
+        if a.poll() is None:
+            a.kill()
+            a.communicate()
+    assert code == 1, err
+    line = one_line(err)
+    assert "lock" in line and "no longer held" in line, line
+    assert snapshot(redis_client, key_prefix) == after_b
+    hot = json.loads(redis_client.get(keys.hot) or b"")
+    for product_id in hot:
+        listing = json.loads(redis_client.get(keys.product(product_id)) or b"")
+        assert "s" not in listing, f"A overwrote product {product_id}"
+        assert listing["name"] == f"edited by B {product_id}"
+    statuses = {r["pid"]: r["status"] for r in runs(slow)}
+    assert statuses[a.pid] == "failed"
+
+
+def test_overlapping_redis_lock_runs_second_skips(
+    make_config: MakeConfig, shop_conn: Connection, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    with gate(shop_conn) as held:
+        first = make_config(lock="redis", hot_query=held.hot_query)
+        proc = start("--config", str(first), "run")
+        try:
+            wait_for("the Redis lock", lambda: redis_client.exists(Keys(key_prefix, 1).lock))
+            second = cachewarm("--config", str(make_config(lock="redis")), "run")
+            held.open()
+            code, _, err, _ = finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert second.returncode == 75
+    assert one_line(second.stderr).startswith(
+        f"cachewarm: skipped: Redis lock {key_prefix}:v1:meta:lock is held by run "
+    )
+    assert f"pid {proc.pid}" in second.stderr
+    assert code == 0, err
+    assert not redis_client.exists(Keys(key_prefix, 1).lock)
