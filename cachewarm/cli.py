@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import __version__, api, output
+from . import __version__, api, output, source
 from .api import DryRunReport
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, DeadlineExceeded, Interrupted, LockHeld
@@ -280,7 +282,12 @@ def _progress_bar(opts: Options) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _run_signals(max_seconds: float) -> Iterator[None]:
-    """SIGTERM/SIGINT stop the run cleanly; an alarm backs up the deadline for blocked calls."""
+    """SIGTERM/SIGINT stop the run cleanly; an alarm enforces the deadline in blocked calls.
+
+    Handlers raise in the main thread, which must first get back to Python: a watchdog
+    thread, woken by every signal through the wakeup fd, cuts the MySQL connections so
+    a query blocked in a C driver returns at once.
+    """
 
     def interrupted(signum: int, _: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -289,7 +296,18 @@ def _run_signals(max_seconds: float) -> Iterator[None]:
     def alarm(_: int, __: FrameType | None) -> None:
         raise DeadlineExceeded(f"run passed run.max_seconds ({max_seconds:g} s); stopped")
 
+    def watch(fd: int) -> None:
+        while (woken := os.read(fd, 64)) and 0 not in woken:  # 0: the stop sentinel
+            source.interrupt_all()
+
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    watchdog = threading.Thread(
+        target=watch, args=(read_fd,), name="cachewarm-watchdog", daemon=True
+    )
+    watchdog.start()
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGALRM, alarm)
@@ -300,6 +318,11 @@ def _run_signals(max_seconds: float) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.write(write_fd, b"\0")
+        watchdog.join(timeout=1)
+        os.close(write_fd)
+        os.close(read_fd)
 
 
 def main() -> NoReturn:

@@ -211,16 +211,26 @@ def _absorb_url_passwords(s: Settings) -> Settings:
 
 
 def _split_password(url: str) -> tuple[str, Secret | None]:
-    parts = urlsplit(url)
-    try:
-        password = parts.password
-    except ValueError:
+    """(the URL without its password, the password) for any URL, however malformed."""
+    scheme, user, password, rest = _userinfo(url)
+    if password is None:
         return url, None
-    if not password:
-        return url, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    return parts._replace(netloc=netloc).geturl(), Secret(unquote(password))
+    return f"{scheme}://{user + '@' if user else ''}{rest}", Secret(unquote(password))
+
+
+def _userinfo(url: str) -> tuple[str, str, str | None, str]:
+    """(scheme, user, password or None, host and the rest), split by hand.
+
+    urlsplit ends the host part at the first '/', '?' or '#', so an unencoded one in a
+    password would leave the rest of the password in what is shown as the path. The
+    last '@' is a surer end of the user part: hosts, paths and queries here hold none.
+    """
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host_and_rest = rest.rpartition("@")
+    if not sep or not at:
+        return scheme, "", None, rest
+    user, colon, password = credentials.partition(":")
+    return scheme, user, password if colon else None, host_and_rest
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, object]]:
@@ -411,12 +421,8 @@ def redis_target(s: RedisSettings) -> str:
 
 def redact_url(url: str) -> str:
     """The URL as it may be shown: any password replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    scheme, user, password, rest = _userinfo(url)
+    return url if password is None else f"{scheme}://{user}:***@{rest}"
 
 
 def with_overrides(settings: Settings, overrides: Overrides) -> Settings:

@@ -102,8 +102,10 @@ def file_lock(path: Path, run_id: str) -> Iterator[Fence]:
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder_info(run_id)).encode() + b"\n", 0)
-        yield Fence(lock_key="")
-        os.ftruncate(fd, 0)
+        try:
+            yield Fence(lock_key="")
+        finally:  # however the run ended: no stale holder left for a reader of the file
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing drops the flock
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import decimal
 import importlib.util
+import os
+import socket
+import weakref
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +30,15 @@ from .keys import MAX_ID
 
 MY_CNF = Path("~/.my.cnf")
 FETCH_ROWS = 1000  # rows per driver call while streaming
+
+
+_open: weakref.WeakSet[Source] = weakref.WeakSet()
+
+
+def interrupt_all() -> None:
+    """Cut every open connection (see Source.interrupt); safe from any thread."""
+    for src in list(_open):
+        src.interrupt()
 
 
 def driver_name(setting: str) -> str:
@@ -115,8 +127,27 @@ class Source:
             self._conn = connect(conv=decoders(self.driver), **kwargs)
         except self._error as exc:
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
+        # Taken now: mysqlclient refuses fileno() from another thread while a query runs.
+        self._fd: int | None = self._conn.fileno() if self.driver == "mysqlclient" else None
+        _open.add(self)
+
+    def interrupt(self) -> None:
+        """Cut the connection from another thread, so a read blocked in C returns now.
+
+        mysqlclient waits for the server inside C with the GIL released, where no Python
+        signal handler can run: SIGTERM or the deadline would wait for the query. Shutting
+        the socket down makes that read fail at once, and the handler then runs. (PyMySQL
+        reads in Python, where signals already get through.)
+        """
+        fd = self._fd
+        if fd is None:
+            return
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        self._fd = None
+        _open.discard(self)
         with contextlib.suppress(self._error):  # already gone: nothing left to release
             self._conn.close()
 
@@ -153,16 +184,21 @@ class Source:
                 raise SourceError(
                     f"hot query must return one column (product id), it returned {width}"
                 )
-            append = ids.append
+            append, check_at = ids.append, limit
             for n, (value,) in enumerate(self._rows(cur), 1):
                 append(
                     value
                     if type(value) is int and 0 <= value <= MAX_ID
                     else _as_id(value, n, "hot")
                 )
-                if len(ids) == limit:
-                    break
-        return _drop_repeats(ids)
+                if len(ids) >= check_at:  # `limit` rows, but are they `limit` distinct ids?
+                    ids = _drop_repeats(ids)
+                    if len(ids) >= limit:
+                        break
+                    append, check_at = ids.append, check_at * 2
+        ids = _drop_repeats(ids)
+        del ids[limit:]
+        return ids
 
     def changed_ids(self, query: str, since: str, cap: int) -> set[int] | None:
         """Ids the changed query reports since `since`; None when more than `cap` (warm fully)."""

@@ -170,11 +170,6 @@ def test_hot_query_junk_ids_fail_with_one_line(
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source.hot_ids stops after `limit` rows, before dropping repeats: [0, 0, 1] with "
-    "limit 2 warms 1 product; proposed fix: stop only once `limit` distinct ids are read",
-)
 @settings(REAL_SERVERS, max_examples=30)
 @given(
     values=st.lists(st.integers(0, 40), max_size=30),

@@ -132,26 +132,14 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
 # --- 2. timeouts ---------------------------------------------------------------------------
 
 
-C_DRIVER_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="mysqlclient blocks in C: no signal handler (SIGALRM deadline, SIGTERM, SIGINT) "
-    "runs until the query returns; proposed fix in source.py: a watchdog that shuts the "
-    "socket down or KILLs the query",
-)
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("driver", "query", "stage"),
     [
         ("pymysql", "hot_query", "running the hot query on MySQL at 127.0.0.1:"),
         ("pymysql", "listing_query", "running the listing query on MySQL at 127.0.0.1:"),
-        pytest.param(
-            "mysqlclient",
-            "hot_query",
-            "running the hot query on MySQL at 127.0.0.1:",
-            marks=C_DRIVER_BUG,
-        ),
+        ("mysqlclient", "hot_query", "running the hot query on MySQL at 127.0.0.1:"),
+        ("mysqlclient", "listing_query", "running the listing query on MySQL at 127.0.0.1:"),
     ],
 )
 def test_hung_query_stops_at_max_seconds_and_names_what_hung(
@@ -198,7 +186,8 @@ def blocked_on_gate(conn: Connection, name: str) -> bool:
     [
         ("pymysql", "deadline"),
         ("pymysql", "SIGTERM"),
-        pytest.param("mysqlclient", "SIGTERM", marks=C_DRIVER_BUG),
+        ("mysqlclient", "deadline"),
+        ("mysqlclient", "SIGTERM"),
     ],
 )
 def test_run_stops_promptly_while_a_query_is_streaming(
