@@ -423,16 +423,3 @@ def redact_url(url: str) -> str:
     """The URL as it may be shown: any password replaced by ***."""
     scheme, user, password, rest = _userinfo(url)
     return url if password is None else f"{scheme}://{user}:***@{rest}"
-
-
-def with_overrides(settings: Settings, overrides: Overrides) -> Settings:
-    """Apply flag values on top of already-loaded settings (used by tests and the CLI)."""
-    sections = {name: getattr(settings, name) for name in SECTIONS}
-    for (section, key), value in overrides.items():
-        if value is not None:
-            hint = typing.get_type_hints(SECTIONS[section], globalns=globals())[key]
-            coerced = _coerce(hint, value, f"--{key.replace('_', '-')}")
-            sections[section] = replace(sections[section], **{key: coerced})
-    result = _absorb_url_passwords(replace(settings, **sections))
-    validate(result)
-    return result

@@ -6,7 +6,6 @@ on-call engineer knows where to look without a traceback.
 
 from __future__ import annotations
 
-EX_OK = 0
 EX_FAILED = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75  # sysexits.h: "try again later", the cron-friendly code for a held lock

@@ -55,11 +55,6 @@ class Keys:
         """The Redis lock (`run.lock = "redis"`), one per prefix and version."""
         return f"{self.base}:meta:lock"
 
-    @property
-    def watermark(self) -> str:
-        """MySQL time up to which changes are known to be cached (incremental warms)."""
-        return f"{self.base}:meta:watermark"
-
 
 def parse_id(text: str) -> int:
     """A product id as typed by a person: a non-negative decimal integer, nothing else."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachewarm.config import Secret, load_settings, mysql_target, redact_url, with_overrides
+from cachewarm.config import Secret, load_settings, mysql_target, redact_url
 from cachewarm.errors import ConfigError
 
 
@@ -105,13 +105,6 @@ def test_env_password_wins_over_url() -> None:
         }
     )
     assert s.mysql.password == Secret("from-env")
-
-
-def test_with_overrides_validates() -> None:
-    s = load_settings(env={})
-    assert with_overrides(s, {("warm", "ttl"): 5}).warm.ttl == 5
-    with pytest.raises(ConfigError, match="batch_size"):
-        with_overrides(s, {("warm", "batch_size"): 0})
 
 
 def test_redact_url() -> None:
