@@ -43,6 +43,8 @@ def iso_datetime(raw: str) -> str:
 
 
 FLOAT_TYPES = (FIELD_TYPE.FLOAT, FIELD_TYPE.DOUBLE)
+AS_SERVER_TEXT = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DATE, FIELD_TYPE.TIME)
+Dumps = Callable[[object], bytes]
 
 
 def decoders(driver: str) -> dict[Any, Any]:
@@ -51,26 +53,17 @@ def decoders(driver: str) -> dict[Any, Any]:
     PyMySQL hands converters str; mysqlclient hands numeric columns bytes (int() and
     float() take both) and the rest str, so one table shape serves both.
     """
+    keep: Callable[[Any], Any]
     if driver == "mysqlclient":
         from MySQLdb import converters as mysqlclient
 
         table: dict[Any, Any] = dict(mysqlclient.conversions)
-        for type_code in (
-            FIELD_TYPE.DECIMAL,
-            FIELD_TYPE.NEWDECIMAL,
-            FIELD_TYPE.DATE,
-            FIELD_TYPE.TIME,
-        ):
-            table[type_code] = str
+        keep = str
     else:
         table = dict(converters.conversions)
-        for type_code in (
-            FIELD_TYPE.DECIMAL,
-            FIELD_TYPE.NEWDECIMAL,
-            FIELD_TYPE.DATE,
-            FIELD_TYPE.TIME,
-        ):
-            table[type_code] = converters.through
+        keep = converters.through
+    for type_code in AS_SERVER_TEXT:
+        table[type_code] = keep
     table[FIELD_TYPE.DATETIME] = iso_datetime
     table[FIELD_TYPE.TIMESTAMP] = iso_datetime
     return table
@@ -130,6 +123,3 @@ class ListingEncoder:
                 if value and -TINY_FLOAT < value < TINY_FLOAT:
                     return stdlib_dumps(record)
         return self._dumps(record)
-
-
-Dumps = Callable[[object], bytes]
