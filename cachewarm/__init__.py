@@ -3,17 +3,12 @@
 The library API the CLI is built on; call it from Python with resolved Settings.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .api import DryRunReport, InvalidateResult, dry_run, invalidate, show, status, warm
 from .config import Settings, load_settings
 from .errors import CachewarmError
 from .keys import Keys
 
-try:
-    __version__ = version("cachewarm")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = "0.1.0"  # also in pyproject.toml; test_docs keeps the two in step
 
 __all__ = [
     "CachewarmError",

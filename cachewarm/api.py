@@ -258,7 +258,7 @@ def _touch_unchanged(
     return reread
 
 
-def _hot_json(ids: Sequence[int], absent: set[int]) -> tuple[bytes, int]:
+def _hot_json(ids: Sequence[int], absent: set[int]) -> tuple[bytearray, int]:
     """The hot list as readers get it, and its length; built without a list of a million ints."""
     hot = bytearray(b"[")
     size = 0
@@ -267,7 +267,7 @@ def _hot_json(ids: Sequence[int], absent: set[int]) -> tuple[bytes, int]:
             hot += b"%d," % product_id
             size += 1
     hot[-1:] = b"]" if size else b"[]"
-    return bytes(hot), size
+    return hot, size
 
 
 def _publish(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,8 +48,18 @@ AS_SERVER_TEXT = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DATE, FI
 Dumps = Callable[[object], bytes]
 
 
-def decoders(driver: str) -> dict[Any, Any]:
-    """The driver's conversion table with the decoders above.
+class IdList(tuple[int, ...]):
+    """Validated product ids for `IN %(ids)s`: rendered in one go, not escaped one by one."""
+
+    __slots__ = ()
+
+
+def _id_list(ids: IdList, _mapping: object = None) -> str:
+    return "(" + ",".join(map(str, ids)) + ")" if ids else "(NULL)"
+
+
+def conversions(driver: str) -> dict[Any, Any]:
+    """The driver's conversion table with the decoders above and the IdList encoder.
 
     PyMySQL hands converters str; mysqlclient hands numeric columns bytes (int() and
     float() take both) and the rest str, so one table shape serves both.
@@ -66,6 +77,7 @@ def decoders(driver: str) -> dict[Any, Any]:
         table[type_code] = keep
     table[FIELD_TYPE.DATETIME] = iso_datetime
     table[FIELD_TYPE.TIMESTAMP] = iso_datetime
+    table[IdList] = _id_list
     return table
 
 
@@ -78,10 +90,19 @@ def _binary(value: object) -> str:
 _stdlib_encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=_binary, check_circular=False
 ).encode
+# JSONEncoder.encode builds a new C encoder on every call; one built here serves every
+# row with the same settings (and so the same bytes).
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encoder = _make_c_encoder and _make_c_encoder(
+    None, _binary, getattr(json.encoder, "c_encode_basestring", None), None, ":", ",",
+    False, False, True,
+)  # fmt: skip
 
 
 def stdlib_dumps(obj: object) -> bytes:
-    return _stdlib_encode(obj).encode("utf-8")
+    if _c_encoder is None:  # an interpreter without the C accelerator
+        return _stdlib_encode(obj).encode("utf-8")
+    return "".join(_c_encoder(obj, 0)).encode("utf-8")
 
 
 try:

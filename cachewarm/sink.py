@@ -244,6 +244,7 @@ class ScriptPipe:
 
 
 _WRITE = WRITE_SCRIPT.encode()
+_PUBLISH = PUBLISH_SCRIPT.encode()
 _TOUCH = TOUCH_SCRIPT.encode()
 
 
@@ -306,31 +307,45 @@ def publish_hot(
     client: redis.Redis,
     keys: Keys,
     fence: Fence,
-    hot_json: bytes,
+    hot_json: bytes | bytearray,
     *,
     expire_at_ms: int,
     meta: dict[str, str],
     where: str,
 ) -> None:
-    """Replace the hot list in one step, after every listing in it was written."""
-    flat = [part for pair in meta.items() for part in pair]
+    """Replace the hot list in one step, after every listing in it was written.
+
+    Sent as RESP chunks so the list (7 MB at a million ids) is never copied into a
+    command buffer.
+    """
+    args: list[bytes | bytearray] = [
+        b"EVAL",
+        _PUBLISH,
+        b"3",
+        fence.lock_key.encode(),
+        keys.hot.encode(),
+        keys.hot_meta.encode(),
+        fence.token.encode(),
+        b"%d" % fence.deadline_ms,
+        hot_json,
+        b"%d" % expire_at_ms,
+        *(part.encode() for pair in meta.items() for part in pair),
+    ]
+    chunks: list[bytes | bytearray] = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        chunks += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    pool = client.connection_pool
+    conn = pool.get_connection()
     try:
-        client.eval(
-            PUBLISH_SCRIPT,
-            3,
-            fence.lock_key,
-            keys.hot,
-            keys.hot_meta,
-            fence.token,
-            fence.deadline_ms,
-            hot_json,
-            expire_at_ms,
-            *flat,
-        )
+        conn.send_packed_command(chunks)  # type: ignore[no-untyped-call]
+        conn.read_response()
     except redis.exceptions.ResponseError as exc:
         raise script_error(exc, where) from None
     except redis.exceptions.RedisError as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise SinkError(f"Redis at {where} failed publishing {keys.hot}: {exc}") from None
+    finally:
+        pool.release(conn)
 
 
 def invalidate(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import MySQLSettings, mysql_target
-from .encode import ListingEncoder, decoders
+from .encode import IdList, ListingEncoder, conversions
 from .errors import ConfigError, SourceError
 from .keys import MAX_ID
 
@@ -124,7 +124,7 @@ class Source:
             self._streaming = pymysql.cursors.SSCursor
             connect = pymysql.connect
         try:
-            self._conn = connect(conv=decoders(self.driver), **kwargs)
+            self._conn = connect(conv=conversions(self.driver), **kwargs)
         except self._error as exc:
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
         # Taken now: mysqlclient refuses fileno() from another thread while a query runs.
@@ -152,11 +152,17 @@ class Source:
             self._conn.close()
 
     @contextlib.contextmanager
-    def _query(self, what: str, query: str, params: dict[str, Any]) -> Iterator[Any]:
-        """An executed streaming cursor; driver errors, also while fetching, become one line."""
+    def _query(
+        self, what: str, query: str, params: dict[str, Any], *, stream: bool = True
+    ) -> Iterator[Any]:
+        """An executed cursor; driver errors, also while fetching, become one line.
+
+        Streaming for results of unknown size; a listing batch (at most batch_size rows)
+        is read whole, which is cheaper per row.
+        """
         cur = None
         try:
-            cur = self._conn.cursor(self._streaming)
+            cur = self._conn.cursor(self._streaming if stream else None)
             cur.execute(query, params)
             yield cur
         except self._error as exc:
@@ -217,13 +223,13 @@ class Source:
 
     def listings(self, query: str, ids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
-        with self._query("listing query", query, {"ids": tuple(ids)}) as cur:
+        with self._query("listing query", query, {"ids": IdList(ids)}, stream=False) as cur:
             try:
                 encoder = ListingEncoder(cur.description or ())
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
             id_index, encode = encoder.id_index, encoder.encode
-            for row in self._rows(cur):
+            for row in cur.fetchall():
                 yield _as_id(row[id_index], 0, "listing"), encode(row)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import cachewarm
 from cachewarm.cli import cli
 from cachewarm.config import SECTIONS, load_settings
 
@@ -49,3 +51,8 @@ def test_readme_has_exactly_the_two_setup_commands() -> None:
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["scripts/demo", "scripts/test"]
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_version_matches_pyproject() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert cachewarm.__version__ == pyproject["project"]["version"]
