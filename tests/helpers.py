@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import re
 import secrets
 import subprocess
@@ -166,3 +167,21 @@ def gate(conn: Connection) -> Iterator[Gate]:
 def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
     """Every key under the prefix with its serialized value (DUMP), for exact comparison."""
     return {k: client.dump(k) for k in client.scan_iter(match=f"{prefix}:*")}
+
+
+def on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the command with stdout and stderr on a pseudo-terminal; (exit code, screen)."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cachewarm", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    screen = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed its end
+        while chunk := os.read(main, 65536):
+            screen += chunk
+    os.close(main)
+    return proc.wait(timeout=60), screen.decode("utf-8", "replace")

@@ -16,7 +16,15 @@ import redis
 import seed
 from click.testing import CliRunner
 from conftest import ShopDB
-from helpers import SLOW_HOT_QUERY, MakeConfig, cachewarm, runs, start, wait_for_lock_holder
+from helpers import (
+    SLOW_HOT_QUERY,
+    MakeConfig,
+    cachewarm,
+    on_a_terminal,
+    runs,
+    start,
+    wait_for_lock_holder,
+)
 
 from cachewarm.cli import cli
 
@@ -219,3 +227,13 @@ def test_cli_runner_drives_the_same_commands(make_config: MakeConfig) -> None:
     result = runner.invoke(cli, ["--config", config, "invalidate", "x1"])
     assert result.exit_code == 2
     assert "invalid product id 'x1'" in result.output
+
+
+def test_a_terminal_gets_events_and_a_progress_bar(make_config: MakeConfig) -> None:
+    code, screen = on_a_terminal("--config", str(make_config(batch_size=16)), "run")
+    assert code == 0
+    assert "warming" in screen
+    assert "100%" in screen
+    assert "run.finished" in screen
+    quiet_code, quiet_screen = on_a_terminal("-q", "--config", str(make_config()), "run")
+    assert (quiet_code, quiet_screen) == (0, "")
