@@ -122,24 +122,24 @@ def key_prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture
-def mariadb_server(tmp_path: Path) -> Iterator[servers.Server]:
-    """A private MariaDB for fault injection (kill/restart) that no other test shares."""
-    server = servers.start_mariadb(tmp_path / "mariadb")
+def _private(start: Callable[[Path], servers.Server], base_dir: Path) -> Iterator[servers.Server]:
+    server = start(base_dir)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mariadb_server(tmp_path: Path) -> Iterator[servers.Server]:
+    """A private MariaDB for fault injection (kill/restart) that no other test shares."""
+    yield from _private(servers.start_mariadb, tmp_path / "mariadb")
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[servers.Server]:
     """A private Redis for fault injection (kill/restart) that no other test shares."""
-    server = servers.start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _private(servers.start_redis, tmp_path / "redis")
 
 
 _FIELD_SECTIONS = {

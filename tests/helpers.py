@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
@@ -185,3 +186,15 @@ def on_a_terminal(*args: str) -> tuple[int, str]:
             screen += chunk
     os.close(main)
     return proc.wait(timeout=60), screen.decode("utf-8", "replace")
+
+
+def lock_is_free(lockfile: Path) -> bool:
+    """Whether this process can take the flock at once (and drops it again)."""
+    fd = os.open(lockfile, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -14,24 +14,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import MakeConfig, cachewarm, one_line, runs
+from helpers import MakeConfig, cachewarm, lock_is_free, one_line, runs
 
 import cachewarm as cw
 from cachewarm import Settings, lock
 from cachewarm.errors import LockError, LockHeld
 
 MakeSettings = Callable[..., Settings]
-
-
-def lock_is_free(lockfile: Path) -> bool:
-    fd = os.open(lockfile, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def dead_pid() -> int:

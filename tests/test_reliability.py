@@ -6,7 +6,6 @@ Every test drives real servers; fault injection uses the private `mariadb_server
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from helpers import (
     cachewarm,
     gate,
     kill_queries,
+    lock_is_free,
     one_line,
     product_keys,
     running_listing_batches,
@@ -45,18 +45,6 @@ from cachewarm.lock import file_lock_holder
 from cachewarm.runlog import RunRecord
 
 MakeSettings = Callable[..., Settings]
-
-
-def lock_is_free(lockfile: Path) -> bool:
-    """Whether this process can take the flock at once (and drops it again)."""
-    fd = os.open(lockfile, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str, float]:
