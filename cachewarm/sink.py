@@ -224,7 +224,7 @@ class ScriptPipe:
 
     def close(self) -> None:
         if self._pending:  # aborted mid-stream: the connection holds unread replies
-            self._conn.disconnect()  # type: ignore[no-untyped-call]
+            self._abandon()
         self._pool.release(self._conn)
 
     def _collect(self) -> None:
@@ -232,14 +232,19 @@ class ScriptPipe:
         try:
             reply = self._conn.read_response()
         except redis.exceptions.ResponseError as exc:
-            self._pending.clear()
+            self._abandon()
             raise script_error(exc, self._where) from None
         except redis.exceptions.RedisError as exc:
             raise self._failed(exc) from None
         on_reply(reply)
 
-    def _failed(self, exc: Exception) -> SinkError:
+    def _abandon(self) -> None:
+        """Drop the connection: replies still due on it must never reach another caller."""
         self._pending.clear()
+        self._conn.disconnect()  # type: ignore[no-untyped-call]
+
+    def _failed(self, exc: Exception) -> SinkError:
+        self._abandon()
         return SinkError(f"Redis at {self._where} failed during the write: {exc}")
 
 

@@ -162,3 +162,20 @@ def test_writer_learns_the_epoch_from_its_replies(client: redis.Redis) -> None:
     sink.invalidate(client, KEYS, [7, 8], tombstone_s=60, batch=1, where="fake")
     w = write(client, sink.Fence(lock_key="x"), 0, [(1, b"x")])
     assert w.epoch == 2
+
+
+def test_a_refused_batch_leaves_no_reply_for_the_next_user(client: redis.Redis) -> None:
+    """After a fenced-out batch, the pooled connection must not hold the next batch's reply."""
+    client.set("lock", "someone-else")
+    pipe = sink.ScriptPipe(
+        client, sink.Fence(lock_key="lock", token="mine"), ttl_s=100, jitter=0, where="f"
+    )
+    writer = sink.BatchWriter(pipe, KEYS, 0)
+    try:
+        writer.send(0, [(1, b"x")])
+        with pytest.raises(LockLost):
+            writer.send(0, [(2, b"y")])  # collects batch 1's refusal; batch 2 is still due
+    finally:
+        pipe.close()
+    assert client.ping() is True
+    assert client.get("lock") == b"someone-else"
