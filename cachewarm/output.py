@@ -2,8 +2,8 @@
 
 Defaults suit both people and cron: on a terminal, readable lines for the main events;
 off a terminal, only warnings, so a successful cron run prints nothing and cron mails
-nothing. `-v` streams every event, JSON off a terminal. Every value is scrubbed of the
-configured secrets before it is rendered.
+nothing. `-v` or `--log-format json` streams every event, JSON off a terminal. Every
+value is scrubbed of the configured secrets before it is rendered.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ def configure(
     """fmt: 'auto' (console on a terminal, JSON otherwise), 'console' or 'json'."""
     stream = stream or sys.stderr
     tty = stream.isatty()
-    if verbose:
+    if verbose or fmt == "json":  # a JSON stream is for machines: every event
         level = logging.DEBUG
     elif quiet:
         level = logging.ERROR
     else:
-        level = logging.INFO if tty or fmt == "json" else logging.WARNING
+        level = logging.INFO if tty else logging.WARNING
     as_json = fmt == "json" or (fmt == "auto" and not tty)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

@@ -123,6 +123,10 @@ def test_overlapping_run_exits_75_quickly(make_config: MakeConfig) -> None:
         assert second.stderr.startswith("cachewarm: skipped: lock ")
         assert f"pid {first.pid}" in second.stderr
         assert elapsed < 5  # "within a second" of its own work; interpreter start-up aside
+        holder = json.loads(cachewarm("--config", str(config), "status", "--json").stdout)["lock"]
+        assert holder["pid"] == first.pid
+        human = cachewarm("--config", str(config), "status").stdout
+        assert f"lock: held by run {holder['run_id']}, pid {first.pid}" in human
     finally:
         first.communicate(timeout=60)
     assert first.returncode == 0
