@@ -191,6 +191,13 @@ def test_wrong_mysql_password_never_printed(
             "--config", str(config), "run", env={"CACHEWARM_MYSQL_PASSWORD": "the-right-one"}
         )
         assert good.returncode == 0, good.stderr
+        home = config.parent / "home"  # no password anywhere else: ~/.my.cnf supplies it
+        home.mkdir()
+        (home / ".my.cnf").write_text("[client]\npassword=the-right-one\n")
+        for driver in ("pymysql", "mysqlclient"):
+            with_cnf = make_config(mysql_url=f"mysql://{user}@{host}/{shop_db.name}", driver=driver)
+            result = cachewarm("--config", str(with_cnf), "run", env={"HOME": str(home)})
+            assert result.returncode == 0, (driver, result.stderr)
     finally:
         with admin.cursor() as cur:
             cur.execute(f"DROP USER '{user}'@'%'")
