@@ -23,9 +23,16 @@ import redis
 import redis.exceptions
 import structlog
 
-from . import lock, metrics, runlog, sink, source
+from . import lock, metrics, output, runlog, sink, source
 from .config import Settings, redact_url, require_queries
-from .errors import CachewarmError, DeadlineExceeded, Interrupted, LockHeld, SinkError
+from .errors import (
+    CachewarmError,
+    DeadlineExceeded,
+    Interrupted,
+    LockHeld,
+    SinkError,
+    SourceError,
+)
 from .keys import Keys
 from .runlog import RunRecord
 
@@ -84,6 +91,7 @@ def _recorded(settings: Settings, command: str) -> Iterator[RunRecord]:
     finally:
         record.ended_at = _utc_now()
         record.duration_s = round(time.monotonic() - started, 3)
+        record.error = record.error and output.redact(record.error, settings.secrets())
         runlog.append(settings.runlog, record)
         if command == "run" and settings.run.metrics_file:
             try:
@@ -216,6 +224,13 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             _check_deadline(deadline)
             epoch = writer.epoch
             items = _read_batch(src, settings, batch, record, absent)
+            if not record.read and not any(payload for _, payload in items):
+                # Deleting every listing because the query matched nothing is far more
+                # likely a broken listing_query than a shop whose hot products all vanished.
+                raise SourceError(
+                    f"listing query returned no row for any of the first {len(batch)} hot ids; "
+                    "refusing to delete their listings (check [warm] listing_query)"
+                )
             record.stage = f"writing batch {number} to Redis at {where}"
             writer.send(epoch, items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))

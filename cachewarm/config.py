@@ -338,7 +338,11 @@ def validate(s: Settings) -> None:
             '[mysql] driver must be "auto", "pymysql" or "mysqlclient"',
         ),
         (s.run.lock_ttl >= 1, "[run] lock_ttl must be at least 1 second"),
-        (s.run.max_seconds > 0, "[run] max_seconds must be positive"),
+        (0 < s.run.max_seconds < 10**7, "[run] max_seconds must be positive and finite"),
+        (
+            s.warm.ttl >= s.run.max_seconds,
+            "[warm] ttl must be at least run.max_seconds: the hot list lives ttl from the start",
+        ),
         (
             s.mysql.connect_timeout > 0 and s.mysql.read_timeout > 0,
             "[mysql] timeouts must be positive",
@@ -416,6 +420,14 @@ def redis_target(s: RedisSettings) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise ConfigError(f"[redis] url has an invalid port: {redact_url(s.url)!r}") from None
+    if "password" in dict(parse_qsl(parts.query)):
+        raise ConfigError(
+            "[redis] url must not carry ?password=; use CACHEWARM_REDIS_PASSWORD instead"
+        )
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        # redis-py would silently fall back to db 0 and write into the wrong database
+        raise ConfigError(f"[redis] url names database {database!r}; it must be a number")
     return redact_url(s.url)
 
 

@@ -26,7 +26,9 @@ def test_defaults_without_file() -> None:
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "[warm]\nlimit = 10\nttl = 60\nbatch_size = 7\n")
+    path = write(
+        tmp_path, "[warm]\nlimit = 10\nttl = 60\nbatch_size = 7\n[run]\nmax_seconds = 30\n"
+    )
     s = load_settings(
         path,
         env={"CACHEWARM_WARM_LIMIT": "20", "CACHEWARM_WARM_TTL": "120"},
@@ -122,3 +124,19 @@ def test_env_values_either_load_or_fail_with_config_error(values: dict[str, str]
         assert "CACHEWARM_WARM_" in str(exc) or "[warm]" in str(exc)
     else:
         assert s.warm.limit > 0 and s.warm.ttl > 0 and s.warm.batch_size > 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CACHEWARM_REDIS_URL": "redis://h:1/abc"}, "it must be a number"),
+        ({"CACHEWARM_REDIS_URL": "redis://h:1/0?password=hunter2"}, "must not carry ?password="),
+        ({"CACHEWARM_RUN_MAX_SECONDS": "inf"}, "max_seconds must be positive and finite"),
+        ({"CACHEWARM_WARM_TTL": "60"}, "ttl must be at least run.max_seconds"),
+    ],
+)
+def test_dangerous_values_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert message in str(info.value)
+    assert "hunter2" not in str(info.value)

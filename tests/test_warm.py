@@ -281,3 +281,15 @@ def test_status_reports_runs_and_hot_list(make_settings: MakeSettings, shop_db: 
     assert report["hot"]["size"] == report["runs"][0]["hot"]
     assert 0 <= report["hot"]["age_s"] < 60
     assert report["lock"] is None and report["redis_error"] is None
+
+
+def test_listing_query_matching_nothing_keeps_the_cache(
+    make_settings: MakeSettings, redis_client: redis.Redis
+) -> None:
+    s = make_settings()
+    cachewarm.warm(s)
+    before = keyspace(redis_client, s.keys.prefix)
+    broken = make_settings(listing_query="SELECT * FROM products WHERE id IN %(ids)s AND id < 0")
+    with pytest.raises(SourceError, match="refusing to delete their listings"):
+        cachewarm.warm(broken)
+    assert keyspace(redis_client, s.keys.prefix) == before
