@@ -218,6 +218,10 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 record.stage = f"refreshing unchanged listings in Redis at {where}"
                 to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
                 record.unchanged = len(ids) - len(to_read)
+                # Changed but not hot now: drop the old listing, or a later incremental
+                # run that finds it hot again (edit older than its watermark) would keep it.
+                cold = changed.difference(i for i in ids if i in changed)
+                record.removed += _redis_call(client, sink.delete_listings, where, keys, cold)
         writer = sink.BatchWriter(pipe, keys, _redis_call(client, sink.read_epoch, where, keys))
         for number, batch in enumerate(_chunks(to_read, settings.warm.batch_size), 1):
             record.stage = f"running the listing query on {src.where} (batch {number})"
@@ -240,7 +244,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         pipe.finish()
         totals = writer.totals
         record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
-        record.removed, record.bytes = totals.removed, totals.bytes
+        record.removed, record.bytes = record.removed + totals.removed, totals.bytes
         record.skipped_invalidated = len(writer.skipped)
         absent |= writer.skipped
         record.stage = f"publishing {keys.hot}"

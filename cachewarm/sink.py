@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -377,6 +377,15 @@ def invalidate(
     except redis.exceptions.RedisError as exc:
         raise SinkError(f"Redis at {where} failed during invalidate: {exc}") from None
     return max(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+
+
+def delete_listings(client: redis.Redis, keys: Keys, ids: Iterable[int]) -> int:
+    """Delete these listings, a thousand keys per DEL, in one round trip; returns how many."""
+    names = [keys.product(i) for i in ids]
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(names), 1000):
+        pipe.delete(*names[start : start + 1000])
+    return sum(pipe.execute()) if names else 0
 
 
 def hot_meta(client: redis.Redis, keys: Keys) -> dict[str, str]:

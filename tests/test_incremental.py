@@ -93,3 +93,24 @@ def test_too_many_changes_fall_back_to_full(
     with shop_conn.cursor() as cur:
         cur.execute("UPDATE products SET sku = CONCAT('X-', id)")
     assert cachewarm.warm(s).mode == "full"
+
+
+def test_edit_while_not_hot_is_not_kept_when_hot_again(
+    make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
+) -> None:
+    """X cached, edited while not hot (watermark moves on), hot again: never the old listing."""
+    everyone = make_settings(changed_query=CHANGED, changed_overlap=0)
+    cachewarm.warm(everyone)
+    keys = Keys(everyone.keys.prefix, 1)
+    x = json.loads(redis_client.get(keys.hot) or b"")[-1]
+    without_x = make_settings(
+        changed_query=CHANGED,
+        changed_overlap=0,
+        hot_query=f"SELECT id FROM products WHERE id <> {x} ORDER BY id LIMIT %(limit)s",
+    )
+    with shop_conn.cursor() as cur:
+        cur.execute("UPDATE products SET sku = 'EDITED-X' WHERE id = %s", (x,))
+    assert cachewarm.warm(without_x).mode == "incremental"
+    cachewarm.warm(without_x)
+    assert cachewarm.warm(everyone).mode == "incremental"
+    assert json.loads(redis_client.get(keys.product(x)) or b"")["sku"] == "EDITED-X"
