@@ -1,4 +1,4 @@
-"""Where a `cachewarm run` spends its time: cProfile of cachewarm.api.warm plus server CPU.
+"""Where a `cachewarm run` spends its time: cProfile of cachewarm.warm plus server CPU.
 
 Runs inside one of bench/run.py's installs of the working tree (built or reused under
 bench/work/; `--install default` is `pip install .`, `fast` is `pip install '.[fast]'`,
@@ -41,7 +41,8 @@ import run as bench  # noqa: E402  (bench/run.py)
 import seed as shop  # noqa: E402  (examples/seed.py)
 import servers  # noqa: E402  (scripts/servers.py)
 
-from cachewarm import api, output  # noqa: E402
+from cachewarm import orchestrate as api  # noqa: E402
+from cachewarm import output  # noqa: E402
 from cachewarm.config import load_settings  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,7 +60,8 @@ GROUPS = [
     ("hiredis", "Redis: redis-py (connect, reply parsing, publish)"),
     ("redis/", "Redis: redis-py (connect, reply parsing, publish)"),
     ("cachewarm/source.py", "source.py glue (hot ids, listings generator)"),
-    ("cachewarm/api.py", "api.py glue (_read_batch, _write_all, publish)"),
+    ("cachewarm/orchestrate.py", "orchestration glue (warm, publish)"),
+    ("cachewarm/pipeline.py", "the batch loop (Reader)"),
     ("random.py", "random.randrange for the TTL jitter offset"),
     ("structlog/", "logging"),
 ]
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     what = "steady state (1% changed)" if args.steady else "full warm from empty"
     print(
-        f"cachewarm.api.warm ({args.install} install), N={args.n}, {what}: mode {record.mode}, "
+        f"cachewarm.warm ({args.install} install), N={args.n}, {what}: mode {record.mode}, "
         f"{record.written} written, {record.unchanged} unchanged"
     )
     print(f"  wall without profiler {bare:.2f}s; with profiler {wall:.2f}s")

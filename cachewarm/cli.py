@@ -1,31 +1,28 @@
 """The `cachewarm` command: parse, call the library, print, map errors to exit codes.
 
 Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held),
-130 / 143 interrupted by SIGINT / SIGTERM.
+129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, NoReturn
 
 import click
 import structlog
 
-from . import __version__, api, output, source
-from .api import DryRunReport
+from . import __version__, output, render, views
+from . import orchestrate as api
 from .config import Overrides, Settings, load_settings
-from .errors import EX_FAILED, CachewarmError, DeadlineExceeded, Interrupted, LockHeld
+from .errors import EX_FAILED, CachewarmError, LockHeld
+from .guard import run_guard
 from .keys import parse_id, parse_ids
+from .urls import redact
 
 
 @dataclass
@@ -55,12 +52,8 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except CachewarmError as exc:
-            _fail(
-                ctx,
-                str(exc),
-                exc.exit_code,
-                prefix="skipped" if isinstance(exc, LockHeld) else "error",
-            )
+            skipped = isinstance(exc, LockHeld)
+            _fail(ctx, str(exc), exc.exit_code, prefix="skipped" if skipped else "error")
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
@@ -69,16 +62,13 @@ class Group(click.Group):
             opts = ctx.find_object(Options)
             if opts and opts.verbose:
                 traceback.print_exc()
-            _fail(
-                ctx,
-                f"internal error: {type(exc).__name__}: {exc} (run with -v for details)",
-                EX_FAILED,
-            )
+            detail = f"internal error: {type(exc).__name__}: {exc} (run with -v for details)"
+            _fail(ctx, detail, EX_FAILED)
 
 
 def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
     opts = ctx.find_object(Options)
-    line = output.redact(" ".join(message.split()), opts.secrets if opts else [])
+    line = redact(" ".join(message.split()), opts.secrets if opts else [])
     click.echo(f"cachewarm: {prefix}: {line}", err=True)
     ctx.exit(code)
 
@@ -86,7 +76,6 @@ def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") ->
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
-    "config",
     metavar="PATH",
     envvar="CACHEWARM_CONFIG",
     help="TOML config file. Env: CACHEWARM_CONFIG.",
@@ -111,7 +100,7 @@ def cli(
     variables (e.g. CACHEWARM_REDIS_URL, CACHEWARM_MYSQL_PASSWORD), then flags.
 
     Exit codes: 0 ok, 1 failed, 2 usage or config error, 75 skipped because another
-    run holds the lock, 130/143 interrupted.
+    run holds the lock, 129/130/143 interrupted.
     """
     ctx.obj = Options(config, verbose, quiet, log_format)
 
@@ -148,23 +137,12 @@ def run(
             ("run", "max_seconds"): max_seconds,
         }
     )
-    with _progress_bar(opts) as progress, _run_signals(settings.run.max_seconds):
+    show_bar = not (opts.verbose or opts.quiet or opts.log_format == "json")
+    with render.progress_bar(show_bar) as progress, run_guard(settings.run.max_seconds):
         if dry_run:
-            _print_dry_run(api.dry_run(settings, progress=progress))
+            render.dry_run(api.dry_run(settings, progress=progress))
         else:
             api.warm(settings, full=full, progress=progress)
-
-
-def _print_dry_run(report: DryRunReport) -> None:
-    r = report.record
-    click.echo(f"dry run: nothing was written ({r.hot} hot ids, {r.read} listings read)")
-    click.echo(
-        f"  listings: {report.new} new, {report.changed} changed, {report.unchanged} unchanged, "
-        f"{report.would_remove} to remove, {report.bytes} bytes"
-    )
-    click.echo(f"  hot list: {'would change' if report.hot_changed else 'unchanged'}")
-    for state, key, size in report.samples:
-        click.echo(f"  {state:<8} {key} ({size} bytes)")
 
 
 @cli.command(name="invalidate", context_settings={"ignore_unknown_options": True})
@@ -197,8 +175,7 @@ def invalidate_cmd(opts: Options, ids: Sequence[str], rewarm: bool) -> None:
 def show_cmd(opts: Options, product_id: str) -> None:
     """Print one product's cached listing as readers GET it (exit 1 if not cached)."""
     pid = parse_id(product_id)
-    settings = opts.settings()
-    value = api.show(settings, pid)
+    value = views.show(opts.settings(), pid)
     if value is None:
         click.echo(f"cachewarm: product {pid} is not cached", err=True)
         sys.exit(EX_FAILED)
@@ -213,116 +190,13 @@ def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
     """Recent runs, the lock holder, and the published hot list's age and size."""
     if runs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--runs")
-    report = api.status(opts.settings(), runs=runs)
+    report = views.status(opts.settings(), runs=runs)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _print_status(report)
-    if report["redis_error"]:
+        render.status(report)
+    if report.redis_error:
         sys.exit(EX_FAILED)
-
-
-def _print_status(report: dict[str, Any]) -> None:
-    click.echo(f"cachewarm {report['prefix']}:v{report['version']}  (run log {report['runlog']})")
-    lock = report["lock"]
-    if lock is None:
-        click.echo("lock: free")
-    else:
-        click.echo(
-            f"lock: held by run {lock.get('run_id', '?')}, pid {lock.get('pid', '?')} on "
-            f"{lock.get('host', '?')} since {lock.get('started_at', '?')}"
-        )
-    hot = report["hot"]
-    if hot:
-        click.echo(
-            f"hot list: {hot['size']} ids, published {hot['published_at']} "
-            f"({hot['age_s']:.0f} s ago) by run {hot['run_id']}, expires in {hot['expires_in_s']} s"
-        )
-    elif report["redis_error"]:
-        click.echo(f"hot list: unknown ({report['redis_error']})")
-    else:
-        click.echo("hot list: not published")
-    runs = report["runs"]
-    click.echo("recent runs:" if runs else "recent runs: none recorded")
-    for r in runs:
-        detail = r.get("error") or (
-            f"{r.get('hot', 0)} hot, {r.get('written', 0)} written, "
-            f"{r.get('unchanged', 0)} unchanged"
-        )
-        click.echo(
-            f"  {r.get('started_at', '?')}  {r.get('command', '?'):<10} {r.get('status', '?'):<11} "
-            f"{r.get('duration_s', 0):>8.2f}s  {detail}"
-        )
-
-
-@contextlib.contextmanager
-def _progress_bar(opts: Options) -> Iterator[Any]:
-    """A bar on an interactive stderr only; cron and -v/JSON streams get none.
-
-    The bar starts with the first batch (when the total is known) and closes itself at
-    100%, so the events logged after it start on a line of their own.
-    """
-    if not sys.stderr.isatty() or opts.verbose or opts.quiet or opts.log_format == "json":
-        yield None
-        return
-    with contextlib.ExitStack() as stack:
-        bars: list[Any] = []
-
-        def advance(done: int, total: int) -> None:
-            if not bars:
-                bar = click.progressbar(length=total, label="warming", file=sys.stderr)
-                bars.append(bar)
-                stack.enter_context(bar)
-            bars[0].update(done)
-            if bars[0].pos >= total:
-                stack.close()
-
-        yield advance
-
-
-@contextlib.contextmanager
-def _run_signals(max_seconds: float) -> Iterator[None]:
-    """SIGTERM/SIGINT stop the run cleanly; an alarm enforces the deadline in blocked calls.
-
-    Handlers raise in the main thread, which must first get back to Python: a watchdog
-    thread, woken by every signal through the wakeup fd, cuts the MySQL connections so
-    a query blocked in a C driver returns at once.
-    """
-
-    def interrupted(signum: int, _: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        raise Interrupted(name, 128 + signum)
-
-    def alarm(_: int, __: FrameType | None) -> None:
-        raise DeadlineExceeded(f"run passed run.max_seconds ({max_seconds:g} s); stopped")
-
-    def watch(fd: int) -> None:
-        while (woken := os.read(fd, 64)) and 0 not in woken:  # 0: the stop sentinel
-            source.interrupt_all()
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    watchdog = threading.Thread(
-        target=watch, args=(read_fd,), name="cachewarm-watchdog", daemon=True
-    )
-    watchdog.start()
-    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, max_seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(previous_fd)
-        os.write(write_fd, b"\0")
-        watchdog.join(timeout=1)
-        os.close(write_fd)
-        os.close(read_fd)
 
 
 def main() -> NoReturn:

@@ -16,35 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
+from .keys import Keys
+from .urls import Secret, check_redis_url, mysql_target, split_password
 
 ENV_PREFIX = "CACHEWARM_"
 CONFIG_ENV = "CACHEWARM_CONFIG"
-
-
-class Secret:
-    """A password that never shows itself in repr, str, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -85,12 +63,6 @@ class WarmSettings:
 
 
 @dataclass(frozen=True)
-class KeySettings:
-    prefix: str = "cachewarm"
-    version: int = 1
-
-
-@dataclass(frozen=True)
 class RunSettings:
     lockfile: str = ""  # "" = per-user default, see default_state_dir()
     log: str = ""
@@ -105,7 +77,7 @@ class Settings:
     mysql: MySQLSettings = field(default_factory=MySQLSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     warm: WarmSettings = field(default_factory=WarmSettings)
-    keys: KeySettings = field(default_factory=KeySettings)
+    keys: Keys = field(default_factory=Keys)
     run: RunSettings = field(default_factory=RunSettings)
     source: str = "defaults"  # where the file came from, for messages
     notes: tuple[str, ...] = ()  # warnings found while loading, logged by the caller
@@ -135,7 +107,7 @@ SECTIONS: dict[str, type[Any]] = {
     "mysql": MySQLSettings,
     "redis": RedisSettings,
     "warm": WarmSettings,
-    "keys": KeySettings,
+    "keys": Keys,
     "run": RunSettings,
 }
 
@@ -191,7 +163,7 @@ def _holds_password(raw: dict[str, dict[str, tuple[object, str]]]) -> bool:
                 continue
             if key == "password" and value:
                 return True
-            if key == "url" and _split_password(value)[1] is not None:
+            if key == "url" and split_password(value)[1] is not None:
                 return True
     return False
 
@@ -201,36 +173,13 @@ def _absorb_url_passwords(s: Settings) -> Settings:
 
     An explicit `password` (file or env) wins over the URL's.
     """
-    mysql_url, mysql_pw = _split_password(s.mysql.url)
-    redis_url, redis_pw = _split_password(s.redis.url)
+    mysql_url, mysql_pw = split_password(s.mysql.url)
+    redis_url, redis_pw = split_password(s.redis.url)
     return replace(
         s,
         mysql=replace(s.mysql, url=mysql_url, password=s.mysql.password or mysql_pw),
         redis=replace(s.redis, url=redis_url, password=s.redis.password or redis_pw),
     )
-
-
-def _split_password(url: str) -> tuple[str, Secret | None]:
-    """(the URL without its password, the password) for any URL, however malformed."""
-    scheme, user, password, rest = _userinfo(url)
-    if password is None:
-        return url, None
-    return f"{scheme}://{user + '@' if user else ''}{rest}", Secret(unquote(password))
-
-
-def _userinfo(url: str) -> tuple[str, str, str | None, str]:
-    """(scheme, user, password or None, host and the rest), split by hand.
-
-    urlsplit ends the host part at the first '/', '?' or '#', so an unencoded one in a
-    password would leave the rest of the password in what is shown as the path. The
-    last '@' is a surer end of the user part: hosts, paths and queries here hold none.
-    """
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host_and_rest = rest.rpartition("@")
-    if not sep or not at:
-        return scheme, "", None, rest
-    user, colon, password = credentials.partition(":")
-    return scheme, user, password if colon else None, host_and_rest
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, object]]:
@@ -352,8 +301,8 @@ def validate(s: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{s.source}: {message}")
-    mysql_target(s.mysql)
-    redis_target(s.redis)
+    mysql_target(s.mysql.url, s.mysql.password)
+    check_redis_url(s.redis.url)
 
 
 def require_queries(s: Settings) -> None:
@@ -366,72 +315,3 @@ def require_queries(s: Settings) -> None:
         raise ConfigError(f"{s.source}: [warm] listing_query must contain %(ids)s")
     if s.warm.changed_query and "%(since)s" not in s.warm.changed_query:
         raise ConfigError(f"{s.source}: [warm] changed_query must contain %(since)s")
-
-
-@dataclass(frozen=True)
-class MySQLTarget:
-    """The MySQL URL taken apart; `password` stays wrapped until the driver needs it."""
-
-    host: str
-    port: int
-    user: str | None
-    password: Secret | None
-    database: str
-    unix_socket: str | None
-
-    def display(self) -> str:
-        where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"MySQL at {where}/{self.database}" + (f" as {self.user}" if self.user else "")
-
-
-def mysql_target(s: MySQLSettings) -> MySQLTarget:
-    parts = urlsplit(s.url)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ConfigError(f"[mysql] url must start with mysql://, got {redact_url(s.url)!r}")
-    database = unquote(parts.path.lstrip("/"))
-    if not database:
-        raise ConfigError(f"[mysql] url names no database: {redact_url(s.url)!r}")
-    query = dict(parse_qsl(parts.query))
-    unknown = set(query) - {"unix_socket"}
-    if unknown:
-        raise ConfigError(f"[mysql] url has unknown parameter(s): {', '.join(sorted(unknown))}")
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise ConfigError(f"[mysql] url has an invalid port: {redact_url(s.url)!r}") from None
-    return MySQLTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        user=unquote(parts.username) if parts.username else None,
-        password=s.password,
-        database=database,
-        unix_socket=query.get("unix_socket"),
-    )
-
-
-def redis_target(s: RedisSettings) -> str:
-    """Check the Redis URL's shape; redis-py parses the rest."""
-    parts = urlsplit(s.url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(
-            f"[redis] url must start with redis://, rediss:// or unix://, got {redact_url(s.url)!r}"
-        )
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError(f"[redis] url has an invalid port: {redact_url(s.url)!r}") from None
-    if "password" in dict(parse_qsl(parts.query)):
-        raise ConfigError(
-            "[redis] url must not carry ?password=; use CACHEWARM_REDIS_PASSWORD instead"
-        )
-    database = parts.path.strip("/")
-    if parts.scheme != "unix" and database and not database.isdigit():
-        # redis-py would silently fall back to db 0 and write into the wrong database
-        raise ConfigError(f"[redis] url names database {database!r}; it must be a number")
-    return redact_url(s.url)
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown: any password replaced by ***."""
-    scheme, user, password, rest = _userinfo(url)
-    return url if password is None else f"{scheme}://{user}:***@{rest}"

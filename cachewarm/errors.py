@@ -43,6 +43,10 @@ class LockLost(CachewarmError):
     """The Redis lock expired or was taken over while this run was writing."""
 
 
+class FileAccessError(CachewarmError):
+    """A file cachewarm keeps (lockfile, run log, metrics) cannot be created or written."""
+
+
 class SourceError(CachewarmError):
     """MySQL failed: unreachable, refused the login, or a query failed."""
 

@@ -18,10 +18,10 @@ MAX_ID = 2**64 - 1  # BIGINT UNSIGNED
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names for one prefix and format version."""
+    """Key names for one prefix and format version; also the `[keys]` config section."""
 
-    prefix: str
-    version: int
+    prefix: str = "cachewarm"
+    version: int = 1
 
     @property
     def base(self) -> str:

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,21 @@ import redis
 import redis.exceptions
 
 from .errors import LockError, LockHeld
-from .sink import Fence
+from .files import ensure_private_dir
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What every write must prove: the lock token it holds (or none) and its deadline.
+
+    The write scripts check both on Redis itself, so a run that lost its lock or
+    overran its deadline cannot write, whatever its own clock or state says.
+    """
+
+    lock_key: str
+    token: str = ""
+    deadline_ms: int = 0
+
 
 ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well under 1 s
 
@@ -124,18 +139,6 @@ def file_lock_holder(path: Path) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
-
-
-def ensure_private_dir(path: Path, purpose: str = "") -> None:
-    """Create `path` (mode 700) if missing; `purpose` says what it is for, in the error."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        # mkdir reports a file in the way as "File exists"; say what is wrong instead
-        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
-        raise LockError(
-            f"cannot create directory {path}{f' for {purpose}' if purpose else ''}: {reason}"
-        ) from None
 
 
 @contextlib.contextmanager

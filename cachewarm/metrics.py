@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import structlog
+
 from .runlog import RunRecord
+
+log = structlog.get_logger("cachewarm")
 
 STATUSES = ("ok", "failed", "skipped", "interrupted")
 LAST_SUCCESS = "cachewarm_last_success_timestamp_seconds"
@@ -93,3 +98,15 @@ def write(path: Path, record: RunRecord) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def hook(path: Path) -> Callable[[RunRecord], None]:
+    """A run-log hook that rewrites the metrics file; failing to is a warning, not a failure."""
+
+    def write_metrics(record: RunRecord) -> None:
+        try:
+            write(path, record)
+        except OSError as exc:
+            log.warning("metrics.unwritable", path=str(path), error=str(exc))
+
+    return write_metrics

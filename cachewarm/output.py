@@ -15,14 +15,9 @@ from typing import Any, TextIO
 
 import structlog
 
+from .urls import redact
+
 Secrets = Iterable[str]
-
-
-def redact(text: str, secrets: Secrets) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _redactor(secrets: list[str]) -> structlog.types.Processor:

@@ -1,21 +1,35 @@
 """The run log: one JSON line per invocation, so an operator can see what every run did.
 
-Each record is written with a single O_APPEND write of a whole line on a freshly opened
-descriptor: concurrent runs never interleave within a line, and a log that logrotate
-moved away is simply recreated by the next record.
+`recording` wraps a whole command and writes exactly one record however it ends, then
+hands the record to the caller's hooks (the metrics file). Each record is written with a
+single O_APPEND write of a whole line on a freshly opened descriptor: concurrent runs
+never interleave within a line, and a log that logrotate moved away is simply recreated
+by the next record.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CachewarmError
-from .lock import ensure_private_dir
+import structlog
+
+from .errors import CachewarmError, DeadlineExceeded, FileAccessError, Interrupted, LockHeld
+from .files import ensure_private_dir
+from .keys import Keys
+from .urls import redact
+
+log = structlog.get_logger("cachewarm")
+Hook = Callable[["RunRecord"], None]
 
 HOT_IDS_LOGGED = 100  # a run's first hot ids; the full list can be millions long
 
@@ -52,13 +66,84 @@ class RunRecord:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextlib.contextmanager
+def recording(
+    path: Path,
+    command: str,
+    keys: Keys,
+    *,
+    secrets_: Sequence[str] = (),
+    hooks: Sequence[Hook] = (),
+) -> Iterator[RunRecord]:
+    """Write exactly one run-log record for the block, whatever way it ends.
+
+    The error kept in the record is scrubbed of `secrets_`; `hooks` see the finished
+    record (after it is logged) and must not raise.
+    """
+    record = RunRecord(
+        run_id=secrets.token_hex(6),
+        command=command,
+        started_at=utc_now(),
+        prefix=keys.prefix,
+        version=keys.version,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    check_writable(path)
+    started = time.monotonic()
+    bound = log.bind(run_id=record.run_id, command=command)
+    bound.info("run.started", prefix=record.prefix, version=record.version)
+    try:
+        yield record
+        record.stage = "done"
+        if record.status == "running":
+            record.status = "ok"
+    except LockHeld as exc:
+        record.status, record.error = "skipped", str(exc)
+        raise
+    except (Interrupted, KeyboardInterrupt) as exc:
+        exc.args = (f"{str(exc) or 'interrupted by SIGINT'} while {record.stage}",)
+        record.status, record.error = "interrupted", str(exc)
+        raise
+    except DeadlineExceeded as exc:
+        exc.args = (f"{exc} (while {record.stage})",)
+        record.status, record.error = "failed", str(exc)
+        raise
+    except CachewarmError as exc:
+        record.status, record.error = "failed", str(exc)
+        raise
+    except Exception as exc:
+        record.status, record.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.ended_at = utc_now()
+        record.duration_s = round(time.monotonic() - started, 3)
+        record.error = record.error and redact(record.error, secrets_)
+        append(path, record)
+        for hook in hooks:
+            hook(record)
+        bound.info(
+            "run.finished",
+            status=record.status,
+            duration_s=record.duration_s,
+            hot=record.hot,
+            written=record.written,
+            unchanged=record.unchanged,
+            error=record.error,
+        )
+
+
 def check_writable(path: Path) -> None:
     """Fail before any work if the record could not be written afterwards."""
     ensure_private_dir(path.parent, f"run log {path}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise CachewarmError(f"run log {path} is not writable: {exc.strerror}") from None
+        raise FileAccessError(f"run log {path} is not writable: {exc.strerror}") from None
     os.close(fd)
 
 
@@ -69,7 +154,7 @@ def append(path: Path, record: RunRecord) -> None:
     try:
         written = os.write(fd, data)
         if written != len(data):
-            raise CachewarmError(f"run log {path}: short write ({written} of {len(data)} bytes)")
+            raise FileAccessError(f"run log {path}: short write ({written} of {len(data)} bytes)")
     finally:
         os.close(fd)
 

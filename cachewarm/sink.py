@@ -26,9 +26,11 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from .config import RedisSettings, redact_url
+from .config import RedisSettings
 from .errors import DeadlineExceeded, LockLost, SinkError
 from .keys import Keys
+from .lock import Fence
+from .urls import redact_url
 
 FENCE_CHECK = """
 local token, deadline = ARGV[1], tonumber(ARGV[2])
@@ -146,15 +148,6 @@ def connect(settings: RedisSettings) -> redis.Redis:
     return client
 
 
-@dataclass(frozen=True)
-class Fence:
-    """What a write must prove: the lock token it holds (or none) and its deadline."""
-
-    lock_key: str
-    token: str = ""
-    deadline_ms: int = 0
-
-
 @dataclass
 class WriteTotals:
     written: int = 0
@@ -174,11 +167,16 @@ def read_epoch(client: redis.Redis, keys: Keys) -> int:
     return int(value) if value is not None else 0
 
 
-def _pack(args: Sequence[bytes]) -> bytes:
-    """One RESP command; much cheaper than redis-py's generic packer for long arg lists."""
-    out = [b"*%d\r\n" % len(args)]
-    out += [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
-    return b"".join(out)
+def _pack(args: Sequence[bytes | bytearray]) -> list[bytes | bytearray]:
+    """One RESP command as chunks, each argument passed through uncopied.
+
+    Much cheaper than redis-py's generic packer for long argument lists; a caller joins
+    the chunks of small commands, and sends those of a multi-megabyte one as they are.
+    """
+    chunks: list[bytes | bytearray] = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        chunks += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return chunks
 
 
 Reply = Callable[[Any], None]
@@ -210,7 +208,7 @@ class ScriptPipe:
         command = [b"EVAL", script, b"%d" % (len(keys) + 1), self._lock_key, *keys]
         command += self._fence_args + spread + args
         try:
-            self._conn.send_packed_command([_pack(command)], check_health=False)  # type: ignore[no-untyped-call]
+            self._conn.send_packed_command([b"".join(_pack(command))], check_health=False)  # type: ignore[no-untyped-call]
         except redis.exceptions.RedisError as exc:
             raise self._failed(exc) from None
         self._pending.append(on_reply)
@@ -336,13 +334,10 @@ def publish_hot(
         b"%d" % expire_at_ms,
         *(part.encode() for pair in meta.items() for part in pair),
     ]
-    chunks: list[bytes | bytearray] = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        chunks += (b"$%d\r\n" % len(arg), arg, b"\r\n")
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(chunks)  # type: ignore[no-untyped-call]
+        conn.send_packed_command(_pack(args))  # type: ignore[no-untyped-call]
         conn.read_response()
     except redis.exceptions.ResponseError as exc:
         raise script_error(exc, where) from None

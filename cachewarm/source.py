@@ -17,28 +17,21 @@ import decimal
 import importlib.util
 import os
 import socket
-import weakref
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import MySQLSettings, mysql_target
+from . import guard
+from .config import MySQLSettings
 from .encode import IdList, ListingEncoder, conversions
 from .errors import ConfigError, SourceError
 from .keys import MAX_ID
+from .urls import MySQLTarget, mysql_target
 
 MY_CNF = Path("~/.my.cnf")
 FETCH_ROWS = 1000  # rows per driver call while streaming
-
-
-_open: weakref.WeakSet[Source] = weakref.WeakSet()
-
-
-def interrupt_all() -> None:
-    """Cut every open connection (see Source.interrupt); safe from any thread."""
-    for src in list(_open):
-        src.interrupt()
 
 
 def driver_name(setting: str) -> str:
@@ -61,83 +54,97 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+@dataclass
+class _Driver:
+    """What Source needs of a driver: its connect, error class and streaming cursor."""
+
+    connect: Callable[..., Any]
+    error: type[Exception]
+    streaming_cursor: Any
+
+
+def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "host": target.host,
+        "port": target.port,
+        "database": target.database,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "write_timeout": settings.read_timeout,
+    }
+    if target.unix_socket:
+        kwargs["unix_socket"] = target.unix_socket
+    if target.user:
+        kwargs["user"] = target.user
+    if target.password is not None:
+        kwargs["password"] = target.password.reveal()
+    elif MY_CNF.expanduser().is_file():
+        kwargs["read_default_file"] = str(MY_CNF.expanduser())
+    return kwargs
+
+
+def _tls(settings: MySQLSettings) -> dict[str, str]:
+    pairs = (("ca", settings.ssl_ca), ("cert", settings.ssl_cert), ("key", settings.ssl_key))
+    return {k: v for k, v in pairs if v}
+
+
+def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
+    import MySQLdb
+    import MySQLdb.cursors
+
+    for name in ("connect_timeout", "read_timeout", "write_timeout"):
+        kwargs[name] = max(1, round(kwargs[name]))  # whole seconds only
+    if ssl := _tls(settings):
+        kwargs["ssl"] = ssl
+        kwargs["ssl_mode"] = (
+            "VERIFY_IDENTITY"
+            if settings.ssl_verify_identity
+            else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
+        )
+    return _Driver(MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor)
+
+
+def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
+    import pymysql
+    import pymysql.cursors
+
+    if ssl := _tls(settings):
+        kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
+        kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
+        kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
+    return _Driver(pymysql.connect, pymysql.MySQLError, pymysql.cursors.SSCursor)
+
+
 class Source:
     """One connection to the shop database, with timeouts so a frozen server cannot hang a run."""
 
     def __init__(self, settings: MySQLSettings) -> None:
-        target = mysql_target(settings)
+        target = mysql_target(settings.url, settings.password)
         self.driver = driver_name(settings.driver)
         self.where = target.display()
-        kwargs: dict[str, Any] = {
-            "host": target.host,
-            "port": target.port,
-            "database": target.database,
-            "charset": "utf8mb4",
-            "autocommit": True,
-            "connect_timeout": settings.connect_timeout,
-            "read_timeout": settings.read_timeout,
-            "write_timeout": settings.read_timeout,
-        }
-        if target.unix_socket:
-            kwargs["unix_socket"] = target.unix_socket
-        if target.user:
-            kwargs["user"] = target.user
-        if target.password is not None:
-            kwargs["password"] = target.password.reveal()
-        elif MY_CNF.expanduser().is_file():
-            kwargs["read_default_file"] = str(MY_CNF.expanduser())
-        ssl = {
-            k: v
-            for k, v in (
-                ("ca", settings.ssl_ca),
-                ("cert", settings.ssl_cert),
-                ("key", settings.ssl_key),
-            )
-            if v
-        }
-        if self.driver == "mysqlclient":
-            import MySQLdb
-            import MySQLdb.cursors
-
-            for name in ("connect_timeout", "read_timeout", "write_timeout"):
-                kwargs[name] = max(1, round(kwargs[name]))
-            if ssl:
-                kwargs["ssl"] = ssl
-                kwargs["ssl_mode"] = (
-                    "VERIFY_IDENTITY"
-                    if settings.ssl_verify_identity
-                    else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
-                )
-            self._error: type[Exception] = MySQLdb.MySQLError
-            self._streaming: Any = MySQLdb.cursors.SSCursor
-            connect: Callable[..., Any] = MySQLdb.connect
-        else:
-            import pymysql
-            import pymysql.cursors
-
-            for name, value in ssl.items():
-                kwargs[f"ssl_{name}"] = value
-            if ssl:
-                kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
-                kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-            self._error = pymysql.MySQLError
-            self._streaming = pymysql.cursors.SSCursor
-            connect = pymysql.connect
+        kwargs = _common_kwargs(settings, target)
+        driver = (_mysqlclient if self.driver == "mysqlclient" else _pymysql)(settings, kwargs)
+        self._error = driver.error
+        self._streaming = driver.streaming_cursor
         try:
-            self._conn = connect(conv=conversions(self.driver), **kwargs)
+            self._conn = driver.connect(conv=conversions(self.driver), **kwargs)
         except self._error as exc:
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
         # Taken now: mysqlclient refuses fileno() from another thread while a query runs.
-        self._fd: int | None = self._conn.fileno() if self.driver == "mysqlclient" else None
-        _open.add(self)
+        self._fd: int | None = (
+            self._conn.fileno() if self.driver == "mysqlclient" else self._conn._sock.fileno()
+        )
+        self._guard = guard.current()
+        self._unwatch = self._guard.watch(self.interrupt) if self._guard else None
 
     def interrupt(self) -> None:
-        """Cut the connection from another thread, so a read blocked in C returns now.
+        """Cut the connection from another thread, so a read blocked in a driver returns now.
 
         mysqlclient waits for the server inside C with the GIL released, where no Python
         signal handler can run: SIGTERM or the deadline would wait for the query. Shutting
-        the socket down makes that read fail at once, and the handler then runs. (PyMySQL
-        reads in Python, where signals already get through.)
+        the socket down makes that read fail at once, and the handler then runs.
         """
         fd = self._fd
         if fd is None:
@@ -147,7 +154,8 @@ class Source:
 
     def close(self) -> None:
         self._fd = None
-        _open.discard(self)
+        if self._unwatch:
+            self._unwatch()
         with contextlib.suppress(self._error):  # already gone: nothing left to release
             self._conn.close()
 
@@ -166,6 +174,8 @@ class Source:
             cur.execute(query, params)
             yield cur
         except self._error as exc:
+            if self._guard and self._guard.expired:  # cut by the guard's timer
+                raise self._guard.exceeded() from None
             raise SourceError(f"{self.where}: {what} failed: {describe(exc)}") from None
         finally:
             if cur is not None:

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachewarm.config import Secret, load_settings, mysql_target, redact_url
+from cachewarm.config import load_settings
 from cachewarm.errors import ConfigError
+from cachewarm.urls import Secret, mysql_target, redact_url
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -94,7 +95,7 @@ def test_url_password_becomes_a_secret_and_never_shows(tmp_path: Path) -> None:
     assert s.mysql.url == "mysql://shop@db:3307/shop"
     assert s.redis.url == "redis://cache:6380/2"
     assert sorted(s.secrets()) == ["r3dis-pw", "s3cr@t"]
-    target = mysql_target(s.mysql)
+    target = mysql_target(s.mysql.url, s.mysql.password)
     assert target.password == Secret("s3cr@t")
     assert "s3cr" not in target.display()
 

@@ -118,7 +118,7 @@ def test_passwords_not_in_reprs_or_exceptions(make_config: MakeConfig, guarded: 
     assert "no_such_db" in str(failed.value)
     assert_no_secret("the exception", f"{failed.value!s} {failed.value!r} {failed.value.args}")
     assert_no_secret("the run log", settings.runlog.read_text())
-    assert_no_secret("status()", json.dumps(cw.status(settings)))
+    assert_no_secret("status()", json.dumps(cw.status(settings).to_dict()))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import redis
 from cachewarm import sink
 from cachewarm.errors import DeadlineExceeded, LockLost
 from cachewarm.keys import Keys
+from cachewarm.lock import Fence
 
 KEYS = Keys("unit", 1)
 
@@ -29,7 +30,7 @@ def client() -> Iterator[redis.Redis]:
 
 
 def write(
-    client: redis.Redis, fence: sink.Fence, epoch: int, items: list[tuple[int, bytes]]
+    client: redis.Redis, fence: Fence, epoch: int, items: list[tuple[int, bytes]]
 ) -> sink.BatchWriter:
     pipe = sink.ScriptPipe(client, fence, ttl_s=100, jitter=0.1, where="fake")
     writer = sink.BatchWriter(pipe, KEYS, 0)
@@ -42,7 +43,7 @@ def write(
 
 
 def test_writes_counts_and_ttl_with_jitter(client: redis.Redis) -> None:
-    w = write(client, sink.Fence(lock_key="x"), 0, [(1, b'{"id":1}'), (2, b'{"id":2}')])
+    w = write(client, Fence(lock_key="x"), 0, [(1, b'{"id":1}'), (2, b'{"id":2}')])
     assert (w.totals.written, w.totals.unchanged) == (2, 0)
     assert client.get(KEYS.product(1)) == b'{"id":1}'
     assert 100_000 - 1000 <= client.pttl(KEYS.product(1)) <= 110_000
@@ -50,14 +51,14 @@ def test_writes_counts_and_ttl_with_jitter(client: redis.Redis) -> None:
 
 def test_unchanged_listing_only_refreshes_ttl(client: redis.Redis) -> None:
     client.set(KEYS.product(1), b'{"id":1}', px=5000)
-    w = write(client, sink.Fence(lock_key="x"), 0, [(1, b'{"id":1}')])
+    w = write(client, Fence(lock_key="x"), 0, [(1, b'{"id":1}')])
     assert (w.totals.written, w.totals.unchanged) == (0, 1)
     assert client.pttl(KEYS.product(1)) > 90_000
 
 
 def test_empty_payload_removes_listing(client: redis.Redis) -> None:
     client.set(KEYS.product(5), b"old")
-    w = write(client, sink.Fence(lock_key="x"), 0, [(5, b"")])
+    w = write(client, Fence(lock_key="x"), 0, [(5, b"")])
     assert w.totals.removed == 1
     assert client.get(KEYS.product(5)) is None
 
@@ -66,12 +67,12 @@ def test_invalidated_after_read_is_skipped_before_is_written(client: redis.Redis
     read_epoch = 0
     epoch, deleted = sink.invalidate(client, KEYS, [1], tombstone_s=60, batch=10, where="fake")
     assert (epoch, deleted) == (1, 0)
-    w = write(client, sink.Fence(lock_key="x"), read_epoch, [(1, b"stale"), (2, b"fine")])
+    w = write(client, Fence(lock_key="x"), read_epoch, [(1, b"stale"), (2, b"fine")])
     assert w.skipped == {1}
     assert client.get(KEYS.product(1)) is None
     assert client.get(KEYS.product(2)) == b"fine"
     # a warm that read after the invalidation may write
-    write(client, sink.Fence(lock_key="x"), epoch, [(1, b"fresh")])
+    write(client, Fence(lock_key="x"), epoch, [(1, b"fresh")])
     assert client.get(KEYS.product(1)) == b"fresh"
 
 
@@ -89,26 +90,26 @@ def test_invalidate_batches_and_counts(client: redis.Redis) -> None:
 def test_fence_refuses_a_lost_lock(client: redis.Redis) -> None:
     client.set("lock", "someone-else")
     with pytest.raises(LockLost, match="no longer held"):
-        write(client, sink.Fence(lock_key="lock", token="mine"), 0, [(1, b"x")])
+        write(client, Fence(lock_key="lock", token="mine"), 0, [(1, b"x")])
     assert client.get(KEYS.product(1)) is None
 
 
 def test_fence_accepts_the_holder(client: redis.Redis) -> None:
     client.set("lock", "mine")
-    write(client, sink.Fence(lock_key="lock", token="mine"), 0, [(1, b"x")])
+    write(client, Fence(lock_key="lock", token="mine"), 0, [(1, b"x")])
     assert client.get(KEYS.product(1)) == b"x"
 
 
 def test_deadline_passed_writes_nothing(client: redis.Redis) -> None:
     past = int(time.time() * 1000) - 1000
     with pytest.raises(DeadlineExceeded):
-        write(client, sink.Fence(lock_key="x", deadline_ms=past), 0, [(1, b"x")])
+        write(client, Fence(lock_key="x", deadline_ms=past), 0, [(1, b"x")])
     assert client.get(KEYS.product(1)) is None
 
 
 def test_publish_replaces_hot_list_and_meta(client: redis.Redis) -> None:
     now = sink.server_time_ms(client)
-    fence = sink.Fence(lock_key="x")
+    fence = Fence(lock_key="x")
     client.hset(KEYS.hot_meta, "stale_field", "1")
     sink.publish_hot(
         client, KEYS, fence, b"[3,1]", expire_at_ms=now + 60_000, meta={"size": "2"}, where="f"
@@ -119,7 +120,7 @@ def test_publish_replaces_hot_list_and_meta(client: redis.Redis) -> None:
 
 
 def test_many_batches_pipelined_in_order(client: redis.Redis) -> None:
-    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0, where="f")
+    pipe = sink.ScriptPipe(client, Fence(lock_key="x"), ttl_s=100, jitter=0, where="f")
     writer = sink.BatchWriter(pipe, KEYS, 0)
     try:
         for start in range(0, 1000, 100):
@@ -134,7 +135,7 @@ def test_many_batches_pipelined_in_order(client: redis.Redis) -> None:
 def test_touch_refreshes_present_and_reports_missing(client: redis.Redis) -> None:
     client.set(KEYS.product(1), b"a", px=1000)
     client.set(KEYS.product(3), b"c", px=1000)
-    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
+    pipe = sink.ScriptPipe(client, Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
     gone: list[int] = []
     try:
         sink.touch(pipe, KEYS, [1, 2, 3, 4], gone.extend)
@@ -147,7 +148,7 @@ def test_touch_refreshes_present_and_reports_missing(client: redis.Redis) -> Non
 
 
 def test_ttl_jitter_spreads_a_batch(client: redis.Redis) -> None:
-    pipe = sink.ScriptPipe(client, sink.Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
+    pipe = sink.ScriptPipe(client, Fence(lock_key="x"), ttl_s=100, jitter=0.5, where="f")
     try:
         sink.BatchWriter(pipe, KEYS, 0).send(0, [(i, b"v") for i in range(200)])
         pipe.finish()
@@ -160,7 +161,7 @@ def test_ttl_jitter_spreads_a_batch(client: redis.Redis) -> None:
 
 def test_writer_learns_the_epoch_from_its_replies(client: redis.Redis) -> None:
     sink.invalidate(client, KEYS, [7, 8], tombstone_s=60, batch=1, where="fake")
-    w = write(client, sink.Fence(lock_key="x"), 0, [(1, b"x")])
+    w = write(client, Fence(lock_key="x"), 0, [(1, b"x")])
     assert w.epoch == 2
 
 
@@ -168,7 +169,7 @@ def test_a_refused_batch_leaves_no_reply_for_the_next_user(client: redis.Redis) 
     """After a fenced-out batch, the pooled connection must not hold the next batch's reply."""
     client.set("lock", "someone-else")
     pipe = sink.ScriptPipe(
-        client, sink.Fence(lock_key="lock", token="mine"), ttl_s=100, jitter=0, where="f"
+        client, Fence(lock_key="lock", token="mine"), ttl_s=100, jitter=0, where="f"
     )
     writer = sink.BatchWriter(pipe, KEYS, 0)
     try:

@@ -273,14 +273,14 @@ def test_missing_queries_are_config_errors(make_settings: MakeSettings) -> None:
 
 def test_status_reports_runs_and_hot_list(make_settings: MakeSettings, shop_db: ShopDB) -> None:
     s = make_settings()
-    assert cachewarm.status(s)["hot"] is None
+    assert cachewarm.status(s).hot is None
     cachewarm.warm(s)
     cachewarm.dry_run(s)
     report = cachewarm.status(s)
-    assert [r["status"] for r in report["runs"]] == ["ok", "dry-run"]
-    assert report["hot"]["size"] == report["runs"][0]["hot"]
-    assert 0 <= report["hot"]["age_s"] < 60
-    assert report["lock"] is None and report["redis_error"] is None
+    assert [r["status"] for r in report.runs] == ["ok", "dry-run"]
+    assert report.hot is not None and report.hot.size == report.runs[0]["hot"]
+    assert 0 <= report.hot.age_s < 60
+    assert report.lock is None and report.redis_error is None
 
 
 def test_listing_query_matching_nothing_keeps_the_cache(

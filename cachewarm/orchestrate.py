@@ -1,0 +1,316 @@
+"""One command's work, start to end: a warm, a dry run, an invalidation.
+
+Each function takes resolved Settings, records itself in the run log, and returns plain
+data, so the CLI only parses and prints, and tests call these directly against real
+servers. The listing reads of all three go through pipeline.Reader; what differs is the
+target: sink.BatchWriter for a warm and a refill, DryRunReport for a dry run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+import redis.exceptions
+import structlog
+
+from . import lock, metrics, runlog, sink
+from .config import Settings, require_queries
+from .errors import SinkError
+from .keys import Keys
+from .pipeline import Items, Progress, Reader, chunks
+from .runlog import RunRecord
+from .source import Source
+from .urls import redact_url
+
+log = structlog.get_logger("cachewarm")
+
+DRY_RUN_SAMPLES = 5
+T = TypeVar("T")
+
+
+def _recording(settings: Settings, command: str) -> contextlib.AbstractContextManager[RunRecord]:
+    hooks = (
+        [metrics.hook(Path(settings.run.metrics_file))]
+        if command == "run" and settings.run.metrics_file
+        else []
+    )
+    return runlog.recording(
+        settings.runlog, command, settings.keys, secrets_=settings.secrets(), hooks=hooks
+    )
+
+
+def _redis_call(where: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {where} failed: {exc}") from None
+
+
+def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float | None) -> Reader:
+    return Reader(
+        src,
+        listing_query=settings.warm.listing_query,
+        max_payload_bytes=settings.warm.max_payload_bytes,
+        batch_size=settings.warm.batch_size,
+        record=record,
+        deadline=deadline,
+    )
+
+
+def _pipe(settings: Settings, client: redis.Redis, fence: lock.Fence) -> sink.ScriptPipe:
+    return sink.ScriptPipe(
+        client,
+        fence,
+        ttl_s=settings.warm.ttl,
+        jitter=settings.warm.ttl_jitter,
+        where=redact_url(settings.redis.url),
+    )
+
+
+def warm(settings: Settings, *, full: bool = False, progress: Progress | None = None) -> RunRecord:
+    """One warm under the lock: hot ids, their listings in batches, then the hot list.
+
+    With `warm.changed_query` set, only listings changed since the last run (or gone
+    from Redis) are re-read; the rest just get their TTL refreshed. `full` forces a
+    full warm, as does `warm.full_every` elapsing. Use it inside `run_guard` to bound
+    calls blocked in a driver too.
+    """
+    require_queries(settings)
+    keys = settings.keys
+    where = redact_url(settings.redis.url)
+    with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
+        if settings.run.lock == "file":
+            record.stage = f"taking the lock {settings.lockfile}"
+            fence = stack.enter_context(lock.file_lock(settings.lockfile, record.run_id))
+        record.stage = f"connecting to Redis at {where}"
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        if settings.run.lock == "redis":
+            record.stage = f"taking the Redis lock {keys.lock}"
+            fence = stack.enter_context(
+                lock.redis_lock(client, keys.lock, record.run_id, ttl_s=settings.run.lock_ttl)
+            )
+        deadline = time.monotonic() + settings.run.max_seconds
+        start_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+        fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
+        previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
+        record.stage = "connecting to MySQL"
+        src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
+        watermark = src.server_now() if settings.warm.changed_query else ""
+        record.stage = f"running the hot query on {src.where}"
+        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
+        log.info("hot.selected", run_id=record.run_id, hot=len(ids))
+        if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
+            log.warning("hot.empty", run_id=record.run_id, kept=keys.hot)
+            return record
+        pipe = _pipe(settings, client, fence)
+        stack.callback(pipe.close)
+        to_read: Sequence[int] = ids
+        since = None if full else _since(settings, previous)
+        if since is not None:
+            record.stage = f"running the changed query on {src.where}"
+            changed = src.changed_ids(settings.warm.changed_query, since, len(ids))
+            if changed is not None:
+                record.mode = "incremental"
+                record.stage = f"refreshing unchanged listings in Redis at {where}"
+                to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
+                record.unchanged = len(ids) - len(to_read)
+                # Changed but not hot now: drop the old listing, or a later incremental
+                # run that finds it hot again (edit older than its watermark) would keep it.
+                cold = changed.difference(i for i in ids if i in changed)
+                record.removed += _redis_call(
+                    where, lambda: sink.delete_listings(client, keys, cold)
+                )
+        epoch = _redis_call(where, lambda: sink.read_epoch(client, keys))
+        writer = sink.BatchWriter(pipe, keys, epoch)
+        reader = _reader(settings, src, record, deadline)
+        reader.run(to_read, writer, refuse_empty=True, progress=progress, where=f"Redis at {where}")
+        record.stage = f"writing to Redis at {where}"
+        pipe.finish()
+        totals = writer.totals
+        record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
+        record.removed, record.bytes = record.removed + totals.removed, totals.bytes
+        record.skipped_invalidated = len(writer.skipped)
+        record.stage = f"publishing {keys.hot}"
+        meta = {"mode": record.mode, "watermark": watermark}
+        meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
+        hot, size = hot_json(ids, reader.absent | writer.skipped)
+        sink.publish_hot(
+            client,
+            keys,
+            fence,
+            hot,
+            expire_at_ms=start_ms + settings.warm.ttl * 1000,
+            meta={"published_at": runlog.utc_now(), "run_id": record.run_id, "size": str(size)}
+            | meta,
+            where=where,
+        )
+        record.hot_published = True
+        log.info("hot.published", run_id=record.run_id, key=keys.hot, size=size, of=len(ids))
+    return record
+
+
+def _since(settings: Settings, previous: dict[str, str]) -> str | None:
+    """Where an incremental warm may start reading changes, or None for a full warm."""
+    mark, full_at = previous.get("watermark"), previous.get("full_at")
+    if not settings.warm.changed_query or not mark or not full_at:
+        return None
+    if time.time() - float(full_at) > settings.warm.full_every:
+        return None
+    overlap = timedelta(seconds=settings.warm.changed_overlap)
+    return (datetime.fromisoformat(mark) - overlap).isoformat(sep=" ")
+
+
+def _touch_unchanged(
+    pipe: sink.ScriptPipe, keys: Keys, ids: Sequence[int], changed: set[int], batch: int
+) -> array[int]:
+    """Refresh TTLs of listings not changed since the watermark; return ids to re-read."""
+    reread: array[int] = array("Q")
+    for chunk in chunks(ids, batch):
+        sink.touch(pipe, keys, [i for i in chunk if i not in changed], reread.extend)
+        reread.extend(i for i in chunk if i in changed)
+    pipe.finish()
+    return reread
+
+
+def hot_json(ids: Sequence[int], absent: set[int]) -> tuple[bytearray, int]:
+    """The hot list as readers get it, and its length; built without a list of a million ints.
+
+    Only ids whose listing this run wrote or confirmed, hottest first. It expires `ttl`
+    after the run started, never later than any listing in it (each of those was written
+    or refreshed after the start with at least `ttl`).
+    """
+    hot = bytearray(b"[")
+    size = 0
+    for product_id in ids:
+        if product_id not in absent:
+            hot += b"%d," % product_id
+            size += 1
+    hot[-1:] = b"]" if size else b"[]"
+    return hot, size
+
+
+@dataclass
+class DryRunReport:
+    """What a warm would change, computed from reads only; also the dry run's batch target."""
+
+    record: RunRecord
+    keys: Keys
+    client: redis.Redis
+    where: str
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    would_remove: int = 0
+    bytes: int = 0
+    hot_changed: bool = False
+    samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
+    epoch: int = 0  # a dry run writes nothing, so it needs no invalidation guard
+
+    def send(self, epoch: int, items: Items) -> None:
+        """Compare one batch with what readers see now (MGET: no expiry is touched)."""
+        ids = [i for i, _ in items]
+        current = _redis_call(self.where, lambda: sink.current_values(self.client, self.keys, ids))
+        for (product_id, payload), old in zip(items, current, strict=True):
+            self._tally(self.keys.product(product_id), payload, old)
+
+    def _tally(self, key: str, payload: builtins.bytes, old: builtins.bytes | None) -> None:
+        if not payload:
+            state = "remove" if old is not None else ""
+            self.would_remove += old is not None
+        elif old is None:
+            state, self.new = "new", self.new + 1
+        elif old != payload:
+            state, self.changed = "changed", self.changed + 1
+        else:
+            state, self.unchanged = "", self.unchanged + 1
+        self.bytes += len(payload)
+        if state and len(self.samples) < DRY_RUN_SAMPLES:
+            self.samples.append((state, key, len(payload)))
+
+
+def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunReport:
+    """Everything a warm reads, compared with Redis; no lock, no write, no expiry touched."""
+    require_queries(settings)
+    keys = settings.keys
+    where = redact_url(settings.redis.url)
+    with _recording(settings, "dry-run") as record, contextlib.ExitStack() as stack:
+        record.status = "dry-run"
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        report = DryRunReport(record, keys, client, where)
+        src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
+        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
+        reader = _reader(settings, src, record, None)
+        reader.run(ids, report, refuse_empty=False, progress=progress, where="the comparison")
+        old_hot = _redis_call(where, lambda: client.get(keys.hot))
+        report.hot_changed = bool(ids) and old_hot != bytes(hot_json(ids, reader.absent)[0])
+        record.written, record.unchanged, record.bytes = (
+            report.new + report.changed,
+            report.unchanged,
+            report.bytes,
+        )
+    return report
+
+
+@dataclass
+class InvalidateResult:
+    record: RunRecord
+    deleted: int = 0
+    rewarmed: int = 0
+    missing: list[int] = field(default_factory=list)  # rewarm found no listing row
+
+
+def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) -> InvalidateResult:
+    """Drop these listings now, and fence out any warm that read them before this call.
+
+    With rewarm, read them fresh from MySQL afterwards and write them; a later
+    invalidation still wins over this rewrite.
+    """
+    if rewarm:
+        require_queries(settings)
+    keys = settings.keys
+    where = redact_url(settings.redis.url)
+    with _recording(settings, "invalidate") as record, contextlib.ExitStack() as stack:
+        result = InvalidateResult(record)
+        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
+        client = sink.connect(settings.redis)
+        stack.callback(client.close)
+        epoch, result.deleted = sink.invalidate(
+            client,
+            keys,
+            ids,
+            tombstone_s=settings.run.max_seconds,
+            batch=settings.warm.batch_size,
+            where=where,
+        )
+        record.removed = result.deleted
+        log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
+        if rewarm:
+            src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
+            now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+            fence = lock.Fence(
+                lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+            )
+            pipe = _pipe(settings, client, fence)
+            stack.callback(pipe.close)
+            writer = sink.BatchWriter(pipe, keys, epoch)
+            reader = _reader(settings, src, record, None)
+            reader.run(ids, writer, refuse_empty=False, where=f"Redis at {where}")
+            pipe.finish()
+            result.missing = [i for i in ids if i in reader.absent]
+            result.rewarmed = writer.totals.written + writer.totals.unchanged
+            record.written, record.bytes = result.rewarmed, writer.totals.bytes
+            record.skipped_invalidated = len(writer.skipped)
+    return result

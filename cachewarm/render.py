@@ -1,0 +1,83 @@
+"""What the CLI prints for people: reports as text, and a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from .orchestrate import DryRunReport
+from .pipeline import Progress
+from .views import StatusReport
+
+
+def dry_run(report: DryRunReport) -> None:
+    r = report.record
+    click.echo(f"dry run: nothing was written ({r.hot} hot ids, {r.read} listings read)")
+    click.echo(
+        f"  listings: {report.new} new, {report.changed} changed, {report.unchanged} unchanged, "
+        f"{report.would_remove} to remove, {report.bytes} bytes"
+    )
+    click.echo(f"  hot list: {'would change' if report.hot_changed else 'unchanged'}")
+    for state, key, size in report.samples:
+        click.echo(f"  {state:<8} {key} ({size} bytes)")
+
+
+def status(report: StatusReport) -> None:
+    click.echo(f"cachewarm {report.prefix}:v{report.version}  (run log {report.runlog})")
+    holder = report.lock
+    if holder is None:
+        click.echo("lock: free")
+    else:
+        click.echo(
+            f"lock: held by run {holder.get('run_id', '?')}, pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')} since {holder.get('started_at', '?')}"
+        )
+    hot = report.hot
+    if hot:
+        click.echo(
+            f"hot list: {hot.size} ids, published {hot.published_at} "
+            f"({hot.age_s:.0f} s ago) by run {hot.run_id}, expires in {hot.expires_in_s} s"
+        )
+    elif report.redis_error:
+        click.echo(f"hot list: unknown ({report.redis_error})")
+    else:
+        click.echo("hot list: not published")
+    click.echo("recent runs:" if report.runs else "recent runs: none recorded")
+    for r in report.runs:
+        detail = r.get("error") or (
+            f"{r.get('hot', 0)} hot, {r.get('written', 0)} written, "
+            f"{r.get('unchanged', 0)} unchanged"
+        )
+        click.echo(
+            f"  {r.get('started_at', '?')}  {r.get('command', '?'):<10} {r.get('status', '?'):<11} "
+            f"{r.get('duration_s', 0):>8.2f}s  {detail}"
+        )
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool) -> Iterator[Progress | None]:
+    """A bar on an interactive stderr only (and when `enabled`); cron gets none.
+
+    The bar starts with the first batch (when the total is known) and closes itself at
+    100%, so the events logged after it start on a line of their own.
+    """
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []  # click's ProgressBar, made on the first batch
+
+        def advance(done: int, total: int) -> None:
+            if not bars:
+                bar = click.progressbar(length=total, label="warming", file=sys.stderr)
+                bars.append(bar)
+                stack.enter_context(bar)
+            bars[0].update(done)
+            if bars[0].pos >= total:
+                stack.close()
+
+        yield advance

@@ -1,0 +1,100 @@
+"""Read-only views for people and scripts: one cached listing, and the state of runs.
+
+Nothing here writes, and `status` works with Redis down: an operator asks for it
+exactly when something is wrong.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.exceptions
+
+from . import lock, runlog, sink
+from .config import Settings
+from .errors import SinkError
+from .urls import redact_url
+
+
+def show(settings: Settings, product_id: int) -> bytes | None:
+    """The listing exactly as readers GET it, or None when not cached."""
+    client = sink.connect(settings.redis)
+    try:
+        value = client.get(settings.keys.product(product_id))
+    except redis.exceptions.RedisError as exc:
+        raise SinkError(f"Redis at {redact_url(settings.redis.url)} failed: {exc}") from None
+    finally:
+        client.close()
+    return value if isinstance(value, bytes) else None
+
+
+@dataclass
+class HotList:
+    """The published hot list as `status` sees it."""
+
+    key: str
+    size: int
+    published_at: str
+    age_s: float
+    run_id: str | None
+    expires_in_s: float | None
+
+
+@dataclass
+class StatusReport:
+    """Recent runs, the lock holder and the published hot list; `to_dict` for --json."""
+
+    prefix: str
+    version: int
+    runlog: str
+    runs: list[dict[str, Any]]
+    lock: dict[str, Any] | None = None
+    hot: HotList | None = None
+    redis_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(settings: Settings, *, runs: int = 5) -> StatusReport:
+    """Recent runs, the lock holder and the published hot list.
+
+    Redis trouble is reported in the result, not raised: status must work when Redis is down.
+    """
+    keys = settings.keys
+    report = StatusReport(
+        prefix=keys.prefix,
+        version=keys.version,
+        runlog=str(settings.runlog),
+        runs=runlog.tail(settings.runlog, runs),
+    )
+    if settings.run.lock == "file":
+        report.lock = lock.file_lock_holder(settings.lockfile)
+    try:
+        client = sink.connect(settings.redis)
+    except SinkError as exc:
+        report.redis_error = str(exc)
+        return report
+    try:
+        if settings.run.lock == "redis":
+            report.lock = lock.redis_lock_holder(client, keys.lock)
+        meta = sink.hot_meta(client, keys)
+        ttl_ms = client.pttl(keys.hot)
+        if meta and ttl_ms != -2:
+            published = calendar.timegm(time.strptime(meta["published_at"], "%Y-%m-%dT%H:%M:%SZ"))
+            report.hot = HotList(
+                key=keys.hot,
+                size=int(meta.get("size", 0)),
+                published_at=meta["published_at"],
+                age_s=round(time.time() - published, 1),
+                run_id=meta.get("run_id"),
+                expires_in_s=round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
+            )
+    except redis.exceptions.RedisError as exc:
+        report.redis_error = f"Redis at {redact_url(settings.redis.url)} failed: {exc}"
+    finally:
+        client.close()
+    return report
