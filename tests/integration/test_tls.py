@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +16,7 @@ import servers
 import cachewarm
 from cachewarm import Settings, load_settings
 from cachewarm.errors import SinkError, SourceError
-
-MakeConfig = Callable[..., Path]
+from tests.helpers import MakeConfig
 
 
 @dataclass(frozen=True)
