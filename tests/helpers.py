@@ -1,4 +1,7 @@
-"""Helpers shared by the tests that drive the real `cachewarm` command and servers."""
+"""Helpers shared by the tests: the real `cachewarm` command, processes, servers' contents.
+
+Importing this module starts nothing; the server fixtures live in integration/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,36 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
+import seed as shop_seed  # scripts/seed.py -> examples/seed.py
 from pymysql.connections import Connection
 
+from cachewarm import Settings
+
+SHOP_PRODUCTS = 200
+"""Products in the shop_db fixture's database."""
 MakeConfig = Callable[..., Path]
+"""The make_config fixture: keywords override config keys, returns the file's path."""
+MakeSettings = Callable[..., Settings]
+"""The make_settings fixture: make_config's file, loaded as the CLI would."""
+Proc = TypeVar("Proc", bound="subprocess.Popen[Any]")
 SLOW_HOT_QUERY = "SELECT id FROM products WHERE SLEEP(0.05) = 0 ORDER BY id LIMIT %(limit)s"
+
+
+@dataclass(frozen=True)
+class ShopDB:
+    """A freshly seeded sample-shop database; url includes the database name."""
+
+    name: str
+    url: str
+
+    def connect(self) -> Connection:
+        """New autocommit utf8mb4 connection to this database; the caller closes it."""
+        return shop_seed.connect(self.url, local_infile=False)
 
 
 def slow_listing_query(seconds_per_row: float, *, extra_column: bool = False) -> str:
@@ -61,13 +87,27 @@ def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
     )
 
 
+@contextlib.contextmanager
+def running(proc: Proc) -> Iterator[Proc]:
+    """The started process, killed if still running and always reaped on the way out.
+
+    A failed assertion must not leave a run behind holding a lock, a connection or a pipe.
+    """
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float = 15) -> None:
     """Poll `check` until it returns something true, or fail naming `what`."""
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
         if check():
             return
-        time.sleep(0.02)
+        time.sleep(0.02)  # the polling interval; the condition above decides, not the time
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -181,11 +221,13 @@ def on_a_terminal(*args: str) -> tuple[int, str]:
     )
     os.close(child)
     screen = b""
-    with contextlib.suppress(OSError):  # EIO once the child has closed its end
-        while chunk := os.read(main, 65536):
-            screen += chunk
-    os.close(main)
-    return proc.wait(timeout=60), screen.decode("utf-8", "replace")
+    with running(proc):
+        with contextlib.suppress(OSError):  # EIO once the child has closed its end
+            while chunk := os.read(main, 65536):
+                screen += chunk
+        os.close(main)
+        code = proc.wait(timeout=60)
+    return code, screen.decode("utf-8", "replace")
 
 
 def lock_is_free(lockfile: Path) -> bool:

@@ -6,27 +6,36 @@ Every test drives real servers; fault injection uses the private `mariadb_server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import seed
-from helpers import (
+from pymysql.connections import Connection
+from servers import Server
+
+import cachewarm as cw
+from cachewarm.keys import Keys
+from cachewarm.lock import file_lock_holder
+from cachewarm.runlog import RunRecord
+from tests.helpers import (
     MakeConfig,
+    MakeSettings,
     cachewarm,
     gate,
     kill_queries,
     lock_is_free,
     one_line,
     product_keys,
+    running,
     running_listing_batches,
     runs,
     slow_listing_query,
@@ -35,16 +44,6 @@ from helpers import (
     wait_for,
     wait_for_lock_holder,
 )
-from pymysql.connections import Connection
-from servers import Server
-
-import cachewarm as cw
-from cachewarm import Settings
-from cachewarm.keys import Keys
-from cachewarm.lock import file_lock_holder
-from cachewarm.runlog import RunRecord
-
-MakeSettings = Callable[..., Settings]
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str, float]:
@@ -168,6 +167,30 @@ def blocked_on_gate(conn: Connection, name: str) -> bool:
     return bool(row and row[0])
 
 
+def waiting_for_rows(pid: int) -> bool:
+    """Whether the process sleeps with nothing unread on any of its TCP sockets.
+
+    A query waiting at the gate has already sent its result's column definitions: once
+    the run's sockets are drained and its main thread sleeps, the driver has read them
+    and waits for the first row.
+    """
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        sockets = {
+            target.removeprefix("socket:[").removesuffix("]")
+            for fd in Path(f"/proc/{pid}/fd").iterdir()
+            if (target := os.readlink(fd)).startswith("socket:[")
+        }
+    except FileNotFoundError:  # the process, or one of its descriptors, has just gone
+        return False
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:] if table.exists() else ():
+            fields = line.split()  # sl local remote st tx:rx tr:when retrnsmt uid timeout inode
+            if fields[9] in sockets and int(fields[4].partition(":")[2], 16):
+                return False  # bytes received but not yet read
+    return state == "S"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("driver", "how"),
@@ -187,17 +210,12 @@ def test_run_stops_promptly_while_a_query_is_streaming(
             hot_query=held.hot_query, driver=driver, max_seconds=2 if how == "deadline" else 60
         )
         began = time.monotonic()
-        proc = start("--config", str(config), "run")
-        try:
+        with running(start("--config", str(config), "run")) as proc:
             wait_for("the hot query to block", lambda: blocked_on_gate(shop_conn, held.name))
-            time.sleep(0.3)
+            wait_for("the run to wait for the first row", lambda: waiting_for_rows(proc.pid))
             if how == "SIGTERM":
                 proc.send_signal(signal.SIGTERM)
             code, _, err, _ = finish(proc, timeout=5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert code == (1 if how == "deadline" else 143), err
     assert "running the hot query on MySQL at" in one_line(err)
     assert time.monotonic() - began < 6
@@ -215,16 +233,13 @@ def test_frozen_redis_fails_with_a_clear_error(
         batch_size=4,
     )
     client = redis.Redis.from_url(redis_server.url)
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("the first batch in Redis", lambda: product_keys(client, key_prefix))
         os.kill(redis_server.pid, signal.SIGSTOP)
-        code, _, err, elapsed = finish(proc)
-    finally:
-        os.kill(redis_server.pid, signal.SIGCONT)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        try:
+            code, _, err, elapsed = finish(proc)
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
     assert code == 1, err
     line = one_line(err)
     assert line.startswith(f"cachewarm: error: Redis at {redis_server.url}"), line
@@ -255,15 +270,10 @@ def test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone(
     published = (redis_client.dump(keys.hot), redis_client.hgetall(keys.hot_meta))
     assert published[0] is not None
     slow = make_config(listing_query=slow_listing_query(0.05), batch_size=4)
-    proc = start("--config", str(slow), "run")
-    try:
+    with running(start("--config", str(slow), "run")) as proc:
         wait_for("a listing query in flight", lambda: running_listing_batches(shop_conn))
         proc.send_signal(sig)
         returncode, _, err, elapsed = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert returncode == code, err
     line = one_line(err)
     assert line.startswith(f"cachewarm: error: interrupted by {sig.name} while running the ")
@@ -288,16 +298,11 @@ def test_redis_killed_during_the_write_phase(
         redis_url=redis_server.url, listing_query=slow_listing_query(0.05), batch_size=4
     )
     client = redis.Redis.from_url(redis_server.url)
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("the first batch in Redis", lambda: product_keys(client, key_prefix))
         client.close()
         redis_server.kill()
         code, _, err, elapsed = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 1, err
     line = one_line(err)
     assert line.startswith(f"cachewarm: error: Redis at {redis_server.url}"), line
@@ -323,16 +328,11 @@ def test_mariadb_killed_during_the_read_phase(
     seed.seed(url, 200)
     config = make_config(mysql_url=url, listing_query=slow_listing_query(0.05), batch_size=4)
     admin = seed.connect(url, local_infile=False)
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("a listing query in flight", lambda: running_listing_batches(admin))
         admin.close()
         mariadb_server.kill()
         code, _, err, elapsed = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 1, err
     line = one_line(err)
     assert f"MySQL at 127.0.0.1:{mariadb_server.port}/shop" in line, line
@@ -354,22 +354,22 @@ def test_fifty_simultaneous_runs_one_works_the_rest_skip_and_the_log_stays_whole
 ) -> None:
     with gate(shop_conn) as held:
         config = make_config(hot_query=held.hot_query)
-        procs = [start("--config", str(config), "run") for _ in range(50)]
-        try:
+        with contextlib.ExitStack() as stack:
+            procs = [
+                stack.enter_context(running(start("--config", str(config), "run")))
+                for _ in range(50)
+            ]
             wait_for(
                 "49 runs to give up",
                 lambda: sum(p.poll() is not None for p in procs) >= 49,
                 timeout=60,
             )
-            time.sleep(0.5)  # a second winner would now be blocked on the gate too
+            wait_for(
+                "the winner to wait at the gate", lambda: blocked_on_gate(shop_conn, held.name)
+            )
             assert sum(p.poll() is not None for p in procs) == 49
             held.open()
             outcomes = [finish(p) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.communicate()
     codes = sorted(code for code, *_ in outcomes)
     assert codes == [0] + [75] * 49, [err for code, _, err, _ in outcomes if code not in (0, 75)]
     for code, _, err, _ in outcomes:
@@ -394,16 +394,11 @@ def test_run_log_renamed_away_mid_run_is_recreated(
     before = log.read_bytes()
     with gate(shop_conn) as held:
         config = make_config(hot_query=held.hot_query)
-        proc = start("--config", str(config), "run")
-        try:
+        with running(start("--config", str(config), "run")) as proc:
             wait_for_lock_holder(config.with_name("cw.lock"))
             log.rename(rotated)  # what logrotate does, while the run is working
             held.open()
             code, _, err, _ = finish(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert code == 0, err
     assert rotated.read_bytes() == before
     records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -456,8 +451,7 @@ def test_paused_redis_lock_holder_cannot_overwrite_the_next_holder(
         limit=40,
     )
     fast = make_config(lock="redis", lock_ttl=1)
-    a = start("--config", str(slow), "run")
-    try:
+    with running(start("--config", str(slow), "run")) as a:
         wait_for("A's first batch", lambda: product_keys(redis_client, key_prefix))
         a.send_signal(signal.SIGSTOP)
         wait_for("A's lock to expire", lambda: not redis_client.exists(keys.lock), timeout=10)
@@ -468,11 +462,6 @@ def test_paused_redis_lock_holder_cannot_overwrite_the_next_holder(
         after_b = snapshot(redis_client, key_prefix)
         a.send_signal(signal.SIGCONT)
         code, _, err, _ = finish(a)
-    finally:
-        a.send_signal(signal.SIGCONT)
-        if a.poll() is None:
-            a.kill()
-            a.communicate()
     assert code == 1, err
     line = one_line(err)
     assert "lock" in line and "no longer held" in line, line
@@ -491,16 +480,11 @@ def test_overlapping_redis_lock_runs_second_skips(
 ) -> None:
     with gate(shop_conn) as held:
         first = make_config(lock="redis", hot_query=held.hot_query)
-        proc = start("--config", str(first), "run")
-        try:
+        with running(start("--config", str(first), "run")) as proc:
             wait_for("the Redis lock", lambda: redis_client.exists(Keys(key_prefix, 1).lock))
             second = cachewarm("--config", str(make_config(lock="redis")), "run")
             held.open()
             code, _, err, _ = finish(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert second.returncode == 75
     assert one_line(second.stderr).startswith(
         f"cachewarm: skipped: Redis lock {key_prefix}:v1:meta:lock is held by run "

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
 import redis
-from conftest import ShopDB
 from pymysql.connections import Connection
 
 import cachewarm
-from cachewarm import Settings
 from cachewarm.errors import ConfigError, SourceError
 from cachewarm.keys import Keys
-
-MakeSettings = Callable[..., Settings]
+from tests.helpers import MakeSettings, ShopDB
 
 
 def hot_ids(conn: Connection, limit: int = 1000) -> list[int]:

@@ -10,17 +10,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
-from helpers import gate, kill_queries
 from pymysql.connections import Connection
 
 import cachewarm
 from cachewarm import Settings
 from cachewarm.errors import DeadlineExceeded
-
-MakeSettings = Callable[..., Settings]
+from tests.helpers import MakeSettings, gate, kill_queries
 
 
 def _warm_guarded(settings: Settings) -> BaseException | None:

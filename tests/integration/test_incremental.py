@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import redis
 from pymysql.connections import Connection
@@ -11,8 +10,8 @@ from pymysql.connections import Connection
 import cachewarm
 from cachewarm import Settings
 from cachewarm.keys import Keys
+from tests.helpers import MakeSettings
 
-MakeSettings = Callable[..., Settings]
 CHANGED = "SELECT id FROM products WHERE updated_at >= %(since)s"
 
 

@@ -9,18 +9,15 @@ import json
 import os
 import stat
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import MakeConfig, cachewarm, lock_is_free, one_line, runs
 
 import cachewarm as cw
-from cachewarm import Settings, lock
-from cachewarm.errors import LockError, LockHeld
-
-MakeSettings = Callable[..., Settings]
+from cachewarm import lock
+from cachewarm.errors import LockError
+from tests.helpers import MakeConfig, MakeSettings, cachewarm, lock_is_free, one_line, runs
 
 
 def dead_pid() -> int:
@@ -156,18 +153,3 @@ def test_leftover_lockfile_does_not_block_the_next_run(
     assert result.returncode == 0, result.stderr
     assert runs(config)[-1]["status"] == "ok"
     assert lock_is_free(lockfile)
-
-
-def test_file_lock_is_exclusive_within_and_across_processes(tmp_path: Path) -> None:
-    path = tmp_path / "locks" / "x.lock"
-    with lock.file_lock(path, "run-a"):
-        info = json.loads(path.read_text())
-        assert (info["run_id"], info["pid"]) == ("run-a", os.getpid())
-        assert lock.file_lock_holder(path) == info
-        taken = lock.file_lock(path, "run-b")
-        with pytest.raises(LockHeld, match=f"lock {path} is held by run run-a"):
-            taken.__enter__()
-        assert not lock_is_free(path)
-    assert lock_is_free(path)
-    assert lock.file_lock_holder(path) is None
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

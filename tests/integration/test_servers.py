@@ -15,8 +15,9 @@ import seed as shop_seed
 import servers
 from pymysql.connections import Connection
 
+from tests.helpers import SHOP_PRODUCTS
+
 SYSTEM_PORTS = {3306, 6379}
-SHOP_PRODUCTS = 200  # what the shop_db fixture seeds
 
 
 def _scalar(conn: Connection, sql: str) -> object:

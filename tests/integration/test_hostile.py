@@ -4,23 +4,20 @@ exactly, and hot queries that return junk fail with one clear line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 import redis
-from helpers import MakeConfig, cachewarm, one_line
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymysql.connections import Connection
 from pymysql.converters import escape_string
 
 import cachewarm as cw
-from cachewarm import Settings
 from cachewarm.errors import SourceError
 from cachewarm.keys import MAX_ID, Keys
+from tests.helpers import MakeConfig, MakeSettings, cachewarm, one_line
 
-MakeSettings = Callable[..., Settings]
 DRIVERS = ["pymysql", "mysqlclient"]
 REAL_SERVERS = settings(
     max_examples=25,

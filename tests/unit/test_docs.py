@@ -13,8 +13,9 @@ from click.testing import CliRunner
 import cachewarm
 from cachewarm.cli import cli
 from cachewarm.config import SECTIONS, load_settings
+from tests.helpers import cachewarm as run_cachewarm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 EXAMPLE = ROOT / "cachewarm.example.toml"
 
@@ -56,3 +57,16 @@ def test_readme_has_exactly_the_two_setup_commands() -> None:
 def test_version_matches_pyproject() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert cachewarm.__version__ == pyproject["project"]["version"]
+
+
+def test_help_names_every_command_and_no_secret() -> None:
+    env = {"CACHEWARM_MYSQL_PASSWORD": "help-secret-pw"}
+    top = run_cachewarm("--help", env=env)
+    assert top.returncode == 0
+    for command in ("run", "invalidate", "show", "status"):
+        assert command in top.stdout
+        sub = run_cachewarm(command, "--help", env=env)
+        assert sub.returncode == 0 and "Usage: cachewarm " + command in sub.stdout
+        assert "help-secret-pw" not in sub.stdout
+    assert "75" in top.stdout
+    assert run_cachewarm("--version").stdout.startswith("cachewarm, version ")

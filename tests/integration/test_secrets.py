@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 import seed
-from conftest import ShopDB
-from helpers import MakeConfig, cachewarm, one_line
 from servers import Server
 
 import cachewarm as cw
 from cachewarm import load_settings
 from cachewarm.errors import CachewarmError
+from tests.helpers import MakeConfig, ShopDB, cachewarm, one_line
 
 MYSQL_PW = "Sql-Pw-4f9c2e"
 REDIS_PW = "Rds-Pw-8a1b7d"
