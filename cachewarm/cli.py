@@ -1,7 +1,7 @@
 """The `cachewarm` command: parse, call the library, print, map errors to exit codes.
 
-Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held),
-129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
+Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held;
+silent off a terminal), 129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except CachewarmError as exc:
             skipped = isinstance(exc, LockHeld)
+            if skipped and not _loud_skip(ctx):
+                ctx.exit(exc.exit_code)  # the run log has it; cron has nothing to mail
             _fail(ctx, str(exc), exc.exit_code, prefix="skipped" if skipped else "error")
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -64,6 +66,15 @@ class Group(click.Group):
                 traceback.print_exc()
             detail = f"internal error: {type(exc).__name__}: {exc} (run with -v for details)"
             _fail(ctx, detail, EX_FAILED)
+
+
+def _loud_skip(ctx: click.Context) -> bool:
+    """A skip is news to a person at a terminal (or asking with -v), not to cron.
+
+    A holder stuck past its deadline is not a skip (lock.LockStuck): that always prints.
+    """
+    opts = ctx.find_object(Options)
+    return sys.stderr.isatty() or bool(opts and opts.verbose)
 
 
 def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
