@@ -59,6 +59,7 @@ def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float 
     return Reader(
         src,
         listing_query=settings.warm.listing_query,
+        json_columns=settings.warm.json_columns,
         max_payload_bytes=settings.warm.max_payload_bytes,
         batch_size=settings.warm.batch_size,
         record=record,
