@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import __version__, output, render, views
+from . import __version__, check, output, render, views
 from . import orchestrate as api
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
@@ -208,6 +208,24 @@ def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
         render.status(report)
     if report.redis_error:
         sys.exit(EX_FAILED)
+
+
+@cli.command(name="check")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def check_cmd(opts: Options, as_json: bool) -> None:
+    """Check the config before trusting cron: servers, grants, queries, memory, files.
+
+    One line per finding (ok, WARN, FAIL); exit 0 when nothing failed, 1 otherwise.
+    Reads only: never writes to MySQL, Redis or any file. Run it as the cron user.
+    """
+    output.configure(verbose=opts.verbose, quiet=opts.quiet, fmt=opts.log_format, secrets=[])
+    report = check.check(opts.config)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render.check(report)
+    sys.exit(EX_FAILED if report.failed else 0)
 
 
 def main() -> NoReturn:

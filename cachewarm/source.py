@@ -226,6 +226,14 @@ class Source:
                     return None
         return changed
 
+    def rows(
+        self, what: str, query: str, params: dict[str, Any], *, max_rows: int = 100
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and the first rows of a small read (EXPLAIN, SHOW, a probe)."""
+        with self._query(what, query, params, stream=False) as cur:
+            names = [str(d[0]) for d in cur.description or ()]
+            return names, [tuple(row) for row in cur.fetchmany(max_rows)]
+
     def server_now(self) -> str:
         """MySQL's clock, the one `updated_at` columns are stamped with."""
         with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
