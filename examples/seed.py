@@ -50,13 +50,12 @@ LISTING_QUERY = _LISTING_COLUMNS + " " + _LISTING_FROM.lstrip()
 # The same with each product's images as a real JSON array ([] when it has none), for
 # `[warm] json_columns = ["images"]`. ORDER BY inside JSON_ARRAYAGG is MariaDB's (10.5+);
 # MySQL 8 does not take it.
-LISTING_QUERY_WITH_IMAGES = (
-    _LISTING_COLUMNS
-    + ", COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('url', i.url, 'alt', i.alt, "
-    "'width', i.width) ORDER BY i.position) FROM product_images i "
-    "WHERE i.product_id = p.id), JSON_ARRAY()) AS images"
-    + _LISTING_FROM
+_IMAGES = (
+    "COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('url', i.url, 'alt', i.alt, 'width', i.width) "
+    "ORDER BY i.position) FROM product_images i WHERE i.product_id = p.id), JSON_ARRAY()) "
+    "AS images"
 )
+LISTING_QUERY_WITH_IMAGES = f"{_LISTING_COLUMNS}, {_IMAGES}{_LISTING_FROM}"
 JSON_COLUMNS = ("images",)
 
 ZIPF_S = 1.0  # popularity of the product at rank r is proportional to 1 / r**ZIPF_S

@@ -164,8 +164,8 @@ def test_missing_select_grant_names_the_table(
 def test_hot_query_returning_non_integers_fails(make_config: MakeConfig) -> None:
     config = make_config(hot_query="SELECT sku FROM products ORDER BY id LIMIT %(limit)s")
     report = check.check(config, env={})
-    assert "hot query returned a non-integer id 'GAR-00000001' in row 1" == (
-        finding(report, "hot_query", check.FAIL).message
+    assert finding(report, "hot_query", check.FAIL).message == (
+        "hot query returned a non-integer id 'GAR-00000001' in row 1"
     )
     result = cachewarm("--config", str(config), "check", "--json")
     assert result.returncode == 1

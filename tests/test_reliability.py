@@ -504,9 +504,7 @@ def test_overlapping_redis_lock_runs_second_skips(
     assert second.returncode == 75
     assert second.stderr == ""  # a skip off a terminal is silent; the run log names the holder
     skip = next(r for r in runs(first) if r["status"] == "skipped")
-    assert str(skip["error"]).startswith(
-        f"Redis lock {key_prefix}:v1:meta:lock is held by run "
-    )
+    assert str(skip["error"]).startswith(f"Redis lock {key_prefix}:v1:meta:lock is held by run ")
     assert f"pid {proc.pid}" in str(skip["error"])
     assert code == 0, err
     assert not redis_client.exists(Keys(key_prefix, 1).lock)
