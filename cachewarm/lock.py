@@ -76,7 +76,7 @@ def holder_info(run_id: str, max_seconds: float) -> dict[str, Any]:
     }
 
 
-def overdue_s(info: dict[str, Any] | None, now: float | None = None) -> float | None:
+def overdue_s(info: dict[str, Any] | None) -> float | None:
     """Seconds the holder is past its deadline plus STUCK_MARGIN_S, or None if it is not.
 
     Holder info without a start or a deadline (an older version's, or garbage) is never
@@ -89,7 +89,7 @@ def overdue_s(info: dict[str, Any] | None, now: float | None = None) -> float | 
         allowed = float(info["max_seconds"]) + STUCK_MARGIN_S
     except (KeyError, TypeError, ValueError):
         return None
-    late = (time.time() if now is None else now) - started - allowed
+    late = time.time() - started - allowed
     return late if late > 0 else None
 
 
