@@ -9,12 +9,10 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import redis
 import seed as shop_seed
-from conftest import ShopDB
 from helpers import MakeConfig, cachewarm
 from pymysql.connections import Connection
 from servers import Server
@@ -56,8 +54,14 @@ def finding(report: CheckReport, name: str, status: str) -> Finding:
 
 
 @contextlib.contextmanager
-def mysql_user(conn: Connection, db: str, *grants: str) -> Iterator[tuple[str, str]]:
-    """A throwaway account with only `grants` ("SELECT ON {db}.products", ...)."""
+def mysql_user(conn: Connection, *grants: str) -> Iterator[tuple[str, str]]:
+    """(URL, password) of a throwaway account on conn's database with only `grants`.
+
+    A grant names tables relative to that database: "SELECT ON {db}.products".
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT DATABASE()")
+        (db,) = cur.fetchone() or ("",)
     name, password = f"cwcheck_{secrets.token_hex(4)}", secrets.token_hex(12)
     with conn.cursor() as cur:
         cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
@@ -65,15 +69,10 @@ def mysql_user(conn: Connection, db: str, *grants: str) -> Iterator[tuple[str, s
         with conn.cursor() as cur:
             for grant in grants:
                 cur.execute(f"GRANT {grant.format(db=db)} TO '{name}'@'%'")
-        yield name, password
+        yield f"mysql://{name}@{conn.host}:{conn.port}/{db}", password
     finally:
         with conn.cursor() as cur:
             cur.execute(f"DROP USER '{name}'@'%'")
-
-
-def url_as(shop_db: ShopDB, user: str) -> str:
-    parts = urlsplit(shop_db.url)
-    return f"mysql://{user}@{parts.hostname}:{parts.port}/{shop_db.name}"
 
 
 def com_counters(conn: Connection) -> dict[str, int]:
@@ -92,13 +91,12 @@ def redis_counters(client: redis.Redis) -> dict[str, int]:
 
 def test_a_working_config_passes_and_writes_nothing(
     make_config: MakeConfig,
-    shop_db: ShopDB,
     shop_conn: Connection,
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    with mysql_user(shop_conn, shop_db.name, "SELECT ON {db}.*") as (user, password):
-        config = make_config(mysql_url=url_as(shop_db, user), mysql_password=password)
+    with mysql_user(shop_conn, "SELECT ON {db}.*") as (url, password):
+        config = make_config(mysql_url=url, mysql_password=password)
         mysql_before, redis_before = com_counters(shop_conn), redis_counters(redis_client)
         report = check.check(config, env={})
         mysql_after, redis_after = com_counters(shop_conn), redis_counters(redis_client)
@@ -134,11 +132,11 @@ def test_a_working_config_passes_and_writes_nothing(
 
 
 def test_bad_password_fails_one_line_and_shows_no_secret(
-    make_config: MakeConfig, shop_db: ShopDB, shop_conn: Connection
+    make_config: MakeConfig, shop_conn: Connection
 ) -> None:
-    with mysql_user(shop_conn, shop_db.name, "SELECT ON {db}.*") as (user, _):
+    with mysql_user(shop_conn, "SELECT ON {db}.*") as (url, _):
         wrong = secrets.token_hex(12)
-        config = make_config(mysql_url=url_as(shop_db, user), mysql_password=wrong)
+        config = make_config(mysql_url=url, mysql_password=wrong)
         result = cachewarm("--config", str(config), "check")
     assert result.returncode == 1
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
@@ -149,11 +147,11 @@ def test_bad_password_fails_one_line_and_shows_no_secret(
 
 
 def test_missing_select_grant_names_the_table(
-    make_config: MakeConfig, shop_db: ShopDB, shop_conn: Connection
+    make_config: MakeConfig, shop_conn: Connection
 ) -> None:
     grants = [f"SELECT ON {{db}}.{t}" for t in ("products", "categories", "product_images")]
-    with mysql_user(shop_conn, shop_db.name, *grants) as (user, password):
-        config = make_config(mysql_url=url_as(shop_db, user), mysql_password=password)
+    with mysql_user(shop_conn, *grants) as (url, password):
+        config = make_config(mysql_url=url, mysql_password=password)
         report = check.check(config, env={})
     line = finding(report, "grants", check.FAIL).message
     assert "hot query failed: SELECT command denied" in line and "order_lines" in line
