@@ -1,7 +1,7 @@
 """The `cachewarm` command: parse, call the library, print, map errors to exit codes.
 
-Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held),
-129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
+Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held;
+silent off a terminal), 129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import __version__, output, render, views
+from . import __version__, check, output, render, views
 from . import orchestrate as api
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
@@ -53,6 +53,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except CachewarmError as exc:
             skipped = isinstance(exc, LockHeld)
+            if skipped and not _loud_skip(ctx):
+                ctx.exit(exc.exit_code)  # the run log has it; cron has nothing to mail
             _fail(ctx, str(exc), exc.exit_code, prefix="skipped" if skipped else "error")
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -64,6 +66,15 @@ class Group(click.Group):
                 traceback.print_exc()
             detail = f"internal error: {type(exc).__name__}: {exc} (run with -v for details)"
             _fail(ctx, detail, EX_FAILED)
+
+
+def _loud_skip(ctx: click.Context) -> bool:
+    """A skip is news to a person at a terminal (or asking with -v), not to cron.
+
+    A holder stuck past its deadline is not a skip (lock.LockStuck): that always prints.
+    """
+    opts = ctx.find_object(Options)
+    return sys.stderr.isatty() or bool(opts and opts.verbose)
 
 
 def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
@@ -197,6 +208,24 @@ def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
         render.status(report)
     if report.redis_error:
         sys.exit(EX_FAILED)
+
+
+@cli.command(name="check")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def check_cmd(opts: Options, as_json: bool) -> None:
+    """Check the config before trusting cron: servers, grants, queries, memory, files.
+
+    One line per finding (ok, WARN, FAIL); exit 0 when nothing failed, 1 otherwise.
+    Reads only: never writes to MySQL, Redis or any file. Run it as the cron user.
+    """
+    output.configure(verbose=opts.verbose, quiet=opts.quiet, fmt=opts.log_format, secrets=[])
+    report = check.check(opts.config)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render.check(report)
+    sys.exit(EX_FAILED if report.failed else 0)
 
 
 def main() -> NoReturn:

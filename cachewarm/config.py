@@ -60,6 +60,9 @@ class WarmSettings:
     changed_query: str = ""
     changed_overlap: float = 300.0  # seconds re-read before the watermark: late commits
     full_every: float = 3600.0  # seconds between full warms, which also catch deletions
+    # Listing columns holding JSON text (JSON_ARRAYAGG, JSON_OBJECT, a JSON column) that
+    # go into the listing as JSON, not as a string. Env: comma-separated.
+    json_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,11 @@ def _coerce(hint: Any, value: object, origin: str) -> object:
             except ValueError:
                 pass
         raise ConfigError(f"{origin}: expected a number, got {value!r}")
+    if typing.get_origin(target) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{origin}: expected a list of strings, got {value!r}")
+        return tuple(name.strip() for name in items if name.strip())
     if not isinstance(value, str):
         raise ConfigError(f"{origin}: expected a string, got {value!r}")
     return value
@@ -277,6 +285,7 @@ def validate(s: Settings) -> None:
         (s.warm.changed_overlap >= 0, "[warm] changed_overlap must not be negative"),
         (s.warm.full_every >= 0, "[warm] full_every must not be negative"),
         (s.keys.version > 0, "[keys] version must be a positive integer"),
+        ("id" not in s.warm.json_columns, "[warm] json_columns cannot hold `id`"),
         (
             bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s.keys.prefix)),
             "[keys] prefix may only hold letters, digits, '_', '-' and '.'",

@@ -35,6 +35,10 @@ class LockHeld(CachewarmError):
     exit_code = EX_TEMPFAIL
 
 
+class LockStuck(CachewarmError):
+    """The lock's holder is long past its own deadline: not a skip, something is stuck."""
+
+
 class LockError(CachewarmError):
     """The lock could not be taken for a reason other than another holder."""
 

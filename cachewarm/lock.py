@@ -2,11 +2,17 @@
 
 flock, not a pidfile: the kernel drops the lock when the holder dies, even by kill -9,
 so a stale lock cannot exist. The pid, host and start time written into the file are for
-`status` only; they never decide anything.
+`status` and for the skipper; they never decide who holds the lock.
+
+A run that finds the lock held skips (LockHeld, exit 75): normal while a long warm runs.
+But a holder still there well past its own `max_seconds` (written into its holder info,
+because the skipper's config may differ) cannot be a healthy run, since the run guard
+stops every run at its deadline: that is LockStuck, an error someone must look at.
 """
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import errno
 import fcntl
@@ -24,7 +30,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from .errors import LockError, LockHeld
+from .errors import CachewarmError, LockError, LockHeld, LockStuck
 from .files import ensure_private_dir
 
 
@@ -42,6 +48,9 @@ class Fence:
 
 
 ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well under 1 s
+# Past its deadline a holder still cleans up (releases, writes its run-log line), and
+# hosts sharing a Redis lock may disagree a little about the time.
+STUCK_MARGIN_S = 60.0
 
 EXTEND_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -57,13 +66,43 @@ return 0
 """
 
 
-def holder_info(run_id: str) -> dict[str, Any]:
+def holder_info(run_id: str, max_seconds: float) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "max_seconds": max_seconds,
     }
+
+
+def overdue_s(info: dict[str, Any] | None) -> float | None:
+    """Seconds the holder is past its deadline plus STUCK_MARGIN_S, or None if it is not.
+
+    Holder info without a start or a deadline (an older version's, or garbage) is never
+    called stuck: only a holder that says how long it may take can be past it.
+    """
+    if not info:
+        return None
+    try:
+        started = calendar.timegm(time.strptime(str(info["started_at"]), "%Y-%m-%dT%H:%M:%SZ"))
+        allowed = float(info["max_seconds"]) + STUCK_MARGIN_S
+    except (KeyError, TypeError, ValueError):
+        return None
+    late = time.time() - started - allowed
+    return late if late > 0 else None
+
+
+def held(what: str, info: dict[str, Any] | None) -> CachewarmError:
+    """The error for finding `what` held: a skip, or LockStuck past the holder's deadline."""
+    late = overdue_s(info)
+    if late is None or not info:
+        return LockHeld(f"{what} is held by {describe_holder(info)}")
+    return LockStuck(
+        f"{what} is held by {describe_holder(info)}, {late + STUCK_MARGIN_S:.0f} s past its "
+        f"max_seconds ({float(info['max_seconds']):g} s): that run looks stuck; check the "
+        "process, stop it if needed"
+    )
 
 
 def describe_holder(info: dict[str, Any] | None) -> str:
@@ -95,7 +134,7 @@ def _read_info(fd: int) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, run_id: str) -> Iterator[Fence]:
+def file_lock(path: Path, run_id: str, *, max_seconds: float) -> Iterator[Fence]:
     """Hold an exclusive flock on `path` for the duration of the block."""
     ensure_private_dir(path.parent, f"lockfile {path}")
     fd = _open_lockfile(path, os.O_RDWR | os.O_CREAT)
@@ -111,12 +150,10 @@ def file_lock(path: Path, run_id: str) -> Iterator[Fence]:
                         f"cannot lock {path}: {exc.strerror} (does this filesystem support flock?)"
                     ) from None
                 if time.monotonic() >= give_up:
-                    raise LockHeld(
-                        f"lock {path} is held by {describe_holder(_read_info(fd))}"
-                    ) from None
+                    raise held(f"lock {path}", _read_info(fd)) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder_info(run_id)).encode() + b"\n", 0)
+        os.pwrite(fd, json.dumps(holder_info(run_id, max_seconds)).encode() + b"\n", 0)
         try:
             yield Fence(lock_key="")
         finally:  # however the run ended: no stale holder left for a reader of the file
@@ -142,18 +179,18 @@ def file_lock_holder(path: Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def redis_lock(client: redis.Redis, key: str, run_id: str, *, ttl_s: float) -> Iterator[Fence]:
+def redis_lock(
+    client: redis.Redis, key: str, run_id: str, *, ttl_s: float, max_seconds: float
+) -> Iterator[Fence]:
     """SET NX with a unique token, renewed in the background while the run lives.
 
     If renewal stops (the process was paused past the TTL) and another host takes the
     lock, this run's writes are refused by the token check in every write script.
     """
-    token = json.dumps({**holder_info(run_id), "token": secrets.token_hex(16)})
+    token = json.dumps({**holder_info(run_id, max_seconds), "token": secrets.token_hex(16)})
     ttl_ms = int(ttl_s * 1000)
     if not client.set(key, token, nx=True, px=ttl_ms):
-        raise LockHeld(
-            f"Redis lock {key} is held by {describe_holder(redis_lock_holder(client, key))}"
-        )
+        raise held(f"Redis lock {key}", redis_lock_holder(client, key))
     stop = threading.Event()
 
     def renew() -> None:

@@ -59,6 +59,7 @@ def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float 
     return Reader(
         src,
         listing_query=settings.warm.listing_query,
+        json_columns=settings.warm.json_columns,
         max_payload_bytes=settings.warm.max_payload_bytes,
         batch_size=settings.warm.batch_size,
         record=record,
@@ -90,14 +91,24 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
         if settings.run.lock == "file":
             record.stage = f"taking the lock {settings.lockfile}"
-            fence = stack.enter_context(lock.file_lock(settings.lockfile, record.run_id))
+            fence = stack.enter_context(
+                lock.file_lock(
+                    settings.lockfile, record.run_id, max_seconds=settings.run.max_seconds
+                )
+            )
         record.stage = f"connecting to Redis at {where}"
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         if settings.run.lock == "redis":
             record.stage = f"taking the Redis lock {keys.lock}"
             fence = stack.enter_context(
-                lock.redis_lock(client, keys.lock, record.run_id, ttl_s=settings.run.lock_ttl)
+                lock.redis_lock(
+                    client,
+                    keys.lock,
+                    record.run_id,
+                    ttl_s=settings.run.lock_ttl,
+                    max_seconds=settings.run.max_seconds,
+                )
             )
         deadline = time.monotonic() + settings.run.max_seconds
         start_ms = _redis_call(where, lambda: sink.server_time_ms(client))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from .encode import InvalidJSON
 from .errors import DeadlineExceeded, SourceError
 from .runlog import RunRecord
 from .source import Source
@@ -47,6 +48,7 @@ class Reader:
         src: Source,
         *,
         listing_query: str,
+        json_columns: Sequence[str] = (),
         max_payload_bytes: int,
         batch_size: int,
         record: RunRecord,
@@ -54,6 +56,7 @@ class Reader:
     ) -> None:
         self.src = src
         self.query = listing_query
+        self.json_columns = json_columns
         self.limit = max_payload_bytes
         self.batch_size = batch_size
         self.record = record
@@ -97,13 +100,22 @@ class Reader:
     def read(self, batch: Sequence[int]) -> Items:
         """Listings of one batch, in batch order.
 
-        An id without a row gets b'' (its stale listing is removed); an oversize one is
-        left out. Both go into `absent`.
+        An id without a row gets b'' (its stale listing is removed), and so does one whose
+        json_columns value is not JSON; an oversize one is left out. All go into `absent`.
         """
-        found = dict(self.src.listings(self.query, batch))
+        found = dict(self.src.listings(self.query, batch, json_columns=self.json_columns))
         items: Items = []
         for product_id in batch:
             payload = found.get(product_id, b"")
+            if isinstance(payload, InvalidJSON):
+                self.record.skipped_invalid_json += 1
+                log.warning(
+                    "listing.invalid_json",
+                    product_id=product_id,
+                    column=payload.column,
+                    error=payload.reason,
+                )
+                payload = b""
             if len(payload) > self.limit:
                 self.record.skipped_oversize += 1
                 log.warning(

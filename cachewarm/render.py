@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .check import CheckReport
 from .orchestrate import DryRunReport
 from .pipeline import Progress
 from .views import StatusReport
@@ -24,6 +25,13 @@ def dry_run(report: DryRunReport) -> None:
     click.echo(f"  hot list: {'would change' if report.hot_changed else 'unchanged'}")
     for state, key, size in report.samples:
         click.echo(f"  {state:<8} {key} ({size} bytes)")
+
+
+def check(report: CheckReport) -> None:
+    """One line per finding; the verdict is the exit code."""
+    for finding in report.findings:
+        label = finding.status if finding.status == "ok" else finding.status.upper()
+        click.echo(f"{label:<4} {finding.check}: {finding.message}")
 
 
 def status(report: StatusReport) -> None:

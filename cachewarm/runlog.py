@@ -54,6 +54,7 @@ class RunRecord:
     removed: int = 0
     skipped_invalidated: int = 0
     skipped_oversize: int = 0
+    skipped_invalid_json: int = 0
     bytes: int = 0
     hot_published: bool = False
     error: str | None = None

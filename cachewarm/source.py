@@ -25,7 +25,7 @@ from typing import Any
 
 from . import guard
 from .config import MySQLSettings
-from .encode import IdList, ListingEncoder, conversions
+from .encode import IdList, InvalidJSON, ListingEncoder, conversions
 from .errors import ConfigError, SourceError
 from .keys import MAX_ID
 from .urls import MySQLTarget, mysql_target
@@ -226,21 +226,40 @@ class Source:
                     return None
         return changed
 
+    def rows(
+        self, what: str, query: str, params: dict[str, Any], *, max_rows: int = 100
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and the first rows of a small read (EXPLAIN, SHOW, a probe)."""
+        with self._query(what, query, params, stream=False) as cur:
+            names = [str(d[0]) for d in cur.description or ()]
+            return names, [tuple(row) for row in cur.fetchmany(max_rows)]
+
     def server_now(self) -> str:
         """MySQL's clock, the one `updated_at` columns are stamped with."""
         with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
             return str(cur.fetchone()[0])
 
-    def listings(self, query: str, ids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
-        """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
+    def listings(
+        self, query: str, ids: Sequence[int], *, json_columns: Sequence[str] = ()
+    ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
+        """(id, listing JSON) for the ids that still have a listing row.
+
+        A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
+        product must not fail the whole run, and its caller decides what to do with it.
+        """
         with self._query("listing query", query, {"ids": IdList(ids)}, stream=False) as cur:
             try:
-                encoder = ListingEncoder(cur.description or ())
+                encoder = ListingEncoder(cur.description or (), json_columns=json_columns)
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
             id_index, encode = encoder.id_index, encoder.encode
             for row in cur.fetchall():
-                yield _as_id(row[id_index], 0, "listing"), encode(row)
+                payload: bytes | InvalidJSON
+                try:
+                    payload = encode(row)
+                except InvalidJSON as exc:
+                    payload = exc
+                yield _as_id(row[id_index], 0, "listing"), payload
 
 
 def _drop_repeats(ids: array[int]) -> array[int]:

@@ -1,7 +1,8 @@
 -- Sample shop used by the tests, the demo and the benchmarks.
--- Safe to reload: it drops and recreates its own three tables only.
+-- Safe to reload: it drops and recreates its own four tables only.
 -- Works on MariaDB >= 10.6 and MySQL >= 8.0.
 
+DROP TABLE IF EXISTS product_images;
 DROP TABLE IF EXISTS order_lines;
 DROP TABLE IF EXISTS products;
 DROP TABLE IF EXISTS categories;
@@ -36,4 +37,14 @@ CREATE TABLE order_lines (
     qty        INT             NOT NULL,
     ordered_at DATETIME        NOT NULL,
     KEY (ordered_at, product_id, qty)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Child rows a listing carries as a JSON array (see seed.LISTING_QUERY_WITH_IMAGES).
+CREATE TABLE product_images (
+    product_id BIGINT UNSIGNED NOT NULL,
+    position   INT             NOT NULL,
+    url        VARCHAR(255)    NOT NULL,
+    alt        VARCHAR(255)    NULL,
+    width      INT             NOT NULL,
+    PRIMARY KEY (product_id, position)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

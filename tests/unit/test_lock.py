@@ -16,11 +16,11 @@ from tests.helpers import lock_is_free
 
 def test_file_lock_is_exclusive_within_and_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "locks" / "x.lock"
-    with lock.file_lock(path, "run-a"):
+    with lock.file_lock(path, "run-a", max_seconds=60):
         info = json.loads(path.read_text())
         assert (info["run_id"], info["pid"]) == ("run-a", os.getpid())
         assert lock.file_lock_holder(path) == info
-        taken = lock.file_lock(path, "run-b")
+        taken = lock.file_lock(path, "run-b", max_seconds=60)
         with pytest.raises(LockHeld, match=f"lock {path} is held by run run-a"):
             taken.__enter__()
         assert not lock_is_free(path)
