@@ -22,7 +22,7 @@ from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
 from .guard import run_guard
 from .keys import parse_id, parse_ids
-from .urls import redact
+from .urls import scrub
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Group(click.Group):
 
 def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
     opts = ctx.find_object(Options)
-    line = redact(" ".join(message.split()), opts.secrets if opts else [])
+    line = scrub(" ".join(message.split()), opts.secrets if opts else [])
     click.echo(f"cachewarm: {prefix}: {line}", err=True)
     ctx.exit(code)
 

@@ -26,7 +26,7 @@ import structlog
 from .errors import CachewarmError, DeadlineExceeded, FileAccessError, Interrupted, LockHeld
 from .files import ensure_private_dir
 from .keys import Keys
-from .urls import redact
+from .urls import scrub
 
 log = structlog.get_logger("cachewarm")
 Hook = Callable[["RunRecord"], None]
@@ -122,7 +122,7 @@ def recording(
     finally:
         record.ended_at = utc_now()
         record.duration_s = round(time.monotonic() - started, 3)
-        record.error = record.error and redact(record.error, secrets_)
+        record.error = record.error and scrub(record.error, secrets_)
         append(path, record)
         for hook in hooks:
             hook(record)

@@ -16,7 +16,7 @@ import redis.exceptions
 from . import lock, runlog, sink
 from .config import Settings
 from .errors import SinkError
-from .urls import redact_url
+from .urls import redact_url, scrub
 
 
 def show(settings: Settings, product_id: int) -> bytes | None:
@@ -65,18 +65,23 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
     Redis trouble is reported in the result, not raised: status must work when Redis is down.
     """
     keys = settings.keys
+    secrets = settings.secrets()
+    records = runlog.tail(settings.runlog, runs)
+    for record in records:  # written by any version, with any password of its day
+        if isinstance(record.get("error"), str):
+            record["error"] = scrub(record["error"], secrets)
     report = StatusReport(
         prefix=keys.prefix,
         version=keys.version,
         runlog=str(settings.runlog),
-        runs=runlog.tail(settings.runlog, runs),
+        runs=records,
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
     try:
         client = sink.connect(settings.redis)
     except SinkError as exc:
-        report.redis_error = str(exc)
+        report.redis_error = scrub(str(exc), secrets)
         return report
     try:
         if settings.run.lock == "redis":
@@ -94,7 +99,9 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
                 expires_in_s=round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
             )
     except redis.exceptions.RedisError as exc:
-        report.redis_error = f"Redis at {redact_url(settings.redis.url)} failed: {exc}"
+        report.redis_error = scrub(
+            f"Redis at {redact_url(settings.redis.url)} failed: {exc}", secrets
+        )
     finally:
         client.close()
     return report
