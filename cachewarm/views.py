@@ -52,6 +52,7 @@ class StatusReport:
     runlog: str
     runs: list[dict[str, Any]]
     lock: dict[str, Any] | None = None
+    lock_known: bool = True  # False: the Redis lock could not be read (Redis down)
     hot: HotList | None = None
     redis_error: str | None = None
 
@@ -75,6 +76,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
         version=keys.version,
         runlog=str(settings.runlog),
         runs=records,
+        lock_known=settings.run.lock == "file",
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
@@ -86,6 +88,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
     try:
         if settings.run.lock == "redis":
             report.lock = lock.redis_lock_holder(client, keys.lock)
+            report.lock_known = True
         meta = sink.hot_meta(client, keys)
         ttl_ms = client.pttl(keys.hot)
         if meta and ttl_ms != -2:
