@@ -29,7 +29,7 @@ from .config import Settings, load_settings, require_queries
 from .encode import IdList, InvalidJSON
 from .errors import ConfigError, SinkError, SourceError
 from .source import Source
-from .urls import redact, redact_url
+from .urls import redact_url, scrub
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_IDS = 10  # hot ids whose listings are read: enough for the contract and a size estimate
@@ -77,7 +77,7 @@ def check(config: str | Path | None = None, *, env: Mapping[str, str] | None = N
     report.findings += _files(settings)
     secrets = settings.secrets()
     report.findings = [
-        Finding(f.check, f.status, redact(" ".join(f.message.split()), secrets))
+        Finding(f.check, f.status, scrub(" ".join(f.message.split()), secrets))
         for f in report.findings
     ]
     return report

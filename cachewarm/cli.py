@@ -1,12 +1,15 @@
 """The `cachewarm` command: parse, call the library, print, map errors to exit codes.
 
 Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held;
-silent off a terminal), 129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM.
+silent off a terminal), 129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM, 141 the
+reader of the output went away (`status | head -1`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
 from .guard import run_guard
 from .keys import parse_id, parse_ids
-from .urls import redact
+from .urls import scrub
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Group(click.Group):
             raise
         except KeyboardInterrupt:
             _fail(ctx, "interrupted by SIGINT", 130)
+        except BrokenPipeError:
+            _reader_gone()
         except Exception as exc:
             opts = ctx.find_object(Options)
             if opts and opts.verbose:
@@ -77,9 +82,20 @@ def _loud_skip(ctx: click.Context) -> bool:
     return sys.stderr.isatty() or bool(opts and opts.verbose)
 
 
+def _reader_gone() -> NoReturn:
+    """Stop quietly when the pipe we print into closed, as a tool SIGPIPE kills would.
+
+    Python ignores SIGPIPE, so the write raised instead; exit 128 + SIGPIPE like the
+    others, with stdout on /dev/null so the interpreter's last flush has nothing to say.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
 def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
     opts = ctx.find_object(Options)
-    line = redact(" ".join(message.split()), opts.secrets if opts else [])
+    line = scrub(" ".join(message.split()), opts.secrets if opts else [])
     click.echo(f"cachewarm: {prefix}: {line}", err=True)
     ctx.exit(code)
 

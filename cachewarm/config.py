@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -84,6 +85,8 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     source: str = "defaults"  # where the file came from, for messages
     notes: tuple[str, ...] = ()  # warnings found while loading, logged by the caller
+    # (section, key) -> the file, env var or flag that set it, for messages
+    origins: Mapping[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def lockfile(self) -> Path:
@@ -136,12 +139,15 @@ def load_settings(
         path = env[CONFIG_ENV]
     source = "defaults"
     notes: list[str] = []
+    origins: dict[tuple[str, str], str] = {}
     if path is not None:
         source = str(path)
-        for section, values in _read_toml(Path(path)).items():
+        values_by_section, mode = _read_toml(Path(path))
+        for section, values in values_by_section.items():
             for key, value in values.items():
                 raw[section][key] = (value, f"{path}: [{section}] {key}")
-        if _holds_password(raw) and Path(path).stat().st_mode & 0o077:
+                origins[section, key] = str(path)
+        if _holds_password(raw) and mode & 0o077:
             notes.append(
                 f"config file {path} holds a password and is readable by others; chmod 600 it"
             )
@@ -149,11 +155,16 @@ def load_settings(
         target = _env_target(name)
         if target:
             raw[target[0]][target[1]] = (value, name)
+            origins[target] = name
     for (section, key), value in (overrides or {}).items():
         if value is not None:
-            raw[section][key] = (value, f"--{key.replace('_', '-')}")
+            flag = f"--{key.replace('_', '-')}"
+            raw[section][key] = (value, flag)
+            origins[section, key] = flag
     built = {name: _build(cls, raw[name]) for name, cls in SECTIONS.items()}
-    settings = _absorb_url_passwords(Settings(**built, source=source, notes=tuple(notes)))
+    settings = _absorb_url_passwords(
+        Settings(**built, source=source, notes=tuple(notes), origins=origins)
+    )
     validate(settings)
     return settings
 
@@ -185,13 +196,30 @@ def _absorb_url_passwords(s: Settings) -> Settings:
     )
 
 
-def _read_toml(path: Path) -> dict[str, dict[str, object]]:
+def _read_toml(path: Path) -> tuple[dict[str, dict[str, object]], int]:
+    """The file's sections and its permission bits.
+
+    Only a regular file is read: opened without blocking and checked on the open
+    descriptor, so a FIFO or a device (or a file swapped for one) cannot hang a cron
+    run. A UTF-8 byte order mark, as some Windows editors write, is accepted.
+    """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} unreadable: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} unreadable: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ConfigError(f"config file {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            text = f.read().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} unreadable: {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     result: dict[str, dict[str, object]] = {}
@@ -205,7 +233,7 @@ def _read_toml(path: Path) -> dict[str, dict[str, object]]:
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
         result[section] = values
-    return result
+    return result, stat.S_IMODE(mode)
 
 
 def _env_target(name: str) -> tuple[str, str] | None:
@@ -274,16 +302,33 @@ def _coerce(hint: Any, value: object, origin: str) -> object:
     return value
 
 
+NAME_MAX = 255  # bytes in one file name on Linux filesystems
+TIMEOUT_MAX_S = 86_400  # a connect or read that may wait longer than a day waits on a dead server
+LONGEST_S = 10**8  # about three years: past this a duration is a typo, and overflows some clients
+METRICS_TMP_EXTRA = len("..4194304.tmp")  # metrics.write's temp name around the file's name
+
+
 def validate(s: Settings) -> None:
-    """Range and shape checks that types alone cannot express."""
+    """Range and shape checks that types alone cannot express.
+
+    Each message starts with the `[section] key` it is about and is prefixed with
+    where that value came from. Ranges are written `low <= x <= high`, so NaN and
+    infinity fail them too.
+    """
     checks: list[tuple[bool, str]] = [
         (s.warm.limit > 0, "[warm] limit must be positive"),
-        (s.warm.ttl > 0, "[warm] ttl must be positive (seconds)"),
+        (0 < s.warm.ttl <= LONGEST_S, f"[warm] ttl must be between 1 and {LONGEST_S} seconds"),
         (0 <= s.warm.ttl_jitter <= 1, "[warm] ttl_jitter must be between 0 and 1"),
         (0 < s.warm.batch_size <= 100_000, "[warm] batch_size must be between 1 and 100000"),
         (s.warm.max_payload_bytes > 0, "[warm] max_payload_bytes must be positive"),
-        (s.warm.changed_overlap >= 0, "[warm] changed_overlap must not be negative"),
-        (s.warm.full_every >= 0, "[warm] full_every must not be negative"),
+        (
+            0 <= s.warm.changed_overlap <= LONGEST_S,
+            f"[warm] changed_overlap must be between 0 and {LONGEST_S} seconds",
+        ),
+        (
+            0 <= s.warm.full_every <= LONGEST_S,
+            f"[warm] full_every must be between 0 and {LONGEST_S} seconds",
+        ),
         (s.keys.version > 0, "[keys] version must be a positive integer"),
         ("id" not in s.warm.json_columns, "[warm] json_columns cannot hold `id`"),
         (
@@ -295,23 +340,78 @@ def validate(s: Settings) -> None:
             s.mysql.driver in ("auto", "pymysql", "mysqlclient"),
             '[mysql] driver must be "auto", "pymysql" or "mysqlclient"',
         ),
-        (s.run.lock_ttl >= 1, "[run] lock_ttl must be at least 1 second"),
+        (
+            1 <= s.run.lock_ttl <= TIMEOUT_MAX_S,
+            f"[run] lock_ttl must be between 1 and {TIMEOUT_MAX_S} seconds",
+        ),
         (0 < s.run.max_seconds < 10**7, "[run] max_seconds must be positive and finite"),
-        (
-            s.warm.ttl >= s.run.max_seconds,
-            "[warm] ttl must be at least run.max_seconds: the hot list lives ttl from the start",
-        ),
-        (
-            s.mysql.connect_timeout > 0 and s.mysql.read_timeout > 0,
-            "[mysql] timeouts must be positive",
-        ),
-        (s.redis.connect_timeout > 0 and s.redis.timeout > 0, "[redis] timeouts must be positive"),
     ]
+    timeouts = (
+        ("mysql", "connect_timeout", s.mysql.connect_timeout),
+        ("mysql", "read_timeout", s.mysql.read_timeout),
+        ("redis", "connect_timeout", s.redis.connect_timeout),
+        ("redis", "timeout", s.redis.timeout),
+    )
+    checks += [
+        (0 < value <= TIMEOUT_MAX_S, f"[{section}] {key} must be between 0 and {TIMEOUT_MAX_S} s")
+        for section, key, value in timeouts
+    ]
+    for key in ("hot_query", "listing_query", "changed_query"):
+        checks.append(
+            (
+                "%" not in re.sub(r"%%|%\(\w+\)s", "", getattr(s.warm, key)),
+                f"[warm] {key} has a lone '%': queries take %(name)s parameters, "
+                "so write %% for a literal % (as in LIKE 'a%%')",
+            )
+        )
+    checks += _file_name_checks(s)
     for ok, message in checks:
         if not ok:
-            raise ConfigError(f"{s.source}: {message}")
-    mysql_target(s.mysql.url, s.mysql.password)
-    check_redis_url(s.redis.url)
+            raise ConfigError(f"{_origin(s, message)}: {message}")
+    if not s.warm.ttl >= s.run.max_seconds:
+        raise ConfigError(
+            f"{_origin(s, '[warm] ttl')}: [warm] ttl must be at least run.max_seconds "
+            f"(from {_origin(s, '[run] max_seconds')}): the hot list lives ttl from the start"
+        )
+    for section, check in (
+        ("mysql", lambda: mysql_target(s.mysql.url, s.mysql.password)),
+        ("redis", lambda: check_redis_url(s.redis.url)),
+    ):
+        try:
+            check()
+        except ConfigError as exc:
+            raise ConfigError(f"{_origin(s, f'[{section}] url')}: {exc}") from None
+
+
+def _origin(s: Settings, message: str) -> str:
+    """Where the value a message is about came from: its file, env var or flag."""
+    about = re.match(r"\[(\w+)\] (\w+)", message)
+    if not about:
+        return s.source
+    return s.origins.get((about.group(1), about.group(2)), "built-in default")
+
+
+def _file_name_checks(s: Settings) -> list[tuple[bool, str]]:
+    """File names built from keys.prefix, or given, must fit NAME_MAX, or every run fails."""
+    checks = []
+    files = [("lockfile", s.run.lockfile, s.lockfile.name), ("log", s.run.log, s.runlog.name)]
+    for key, given, name in files:
+        size = len(os.fsencode(name))
+        if given:
+            message = f"[run] {key}'s file name is {size} bytes; at most {NAME_MAX} fit"
+        else:
+            most = NAME_MAX - (size - len(s.keys.prefix))
+            message = (
+                f"[keys] prefix is too long for the {key} file name; at most {most} characters"
+            )
+        checks.append((size <= NAME_MAX, message))
+    if s.run.metrics_file:
+        size = len(os.fsencode(Path(s.run.metrics_file).name))
+        most = NAME_MAX - METRICS_TMP_EXTRA
+        checks.append(
+            (size <= most, f"[run] metrics_file's file name must be at most {most} bytes")
+        )
+    return checks
 
 
 def require_queries(s: Settings) -> None:

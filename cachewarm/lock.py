@@ -153,7 +153,8 @@ def file_lock(path: Path, run_id: str, *, max_seconds: float) -> Iterator[Fence]
                     raise held(f"lock {path}", _read_info(fd)) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder_info(run_id, max_seconds)).encode() + b"\n", 0)
+        with contextlib.suppress(OSError):  # for `status` only: a full disk must not stop the run
+            os.pwrite(fd, json.dumps(holder_info(run_id, max_seconds)).encode() + b"\n", 0)
         try:
             yield Fence(lock_key="")
         finally:  # however the run ended: no stale holder left for a reader of the file

@@ -3,7 +3,8 @@
 Defaults suit both people and cron: on a terminal, readable lines for the main events;
 off a terminal, only warnings, so a successful cron run prints nothing and cron mails
 nothing. `-v` or `--log-format json` streams every event, JSON off a terminal. Every
-value is scrubbed of the configured secrets before it is rendered.
+value but the event's own name, level and time is scrubbed (urls.scrub) before it is
+rendered.
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ from typing import Any, TextIO
 
 import structlog
 
-from .urls import redact
+from .urls import scrub
 
 Secrets = Iterable[str]
 
 
+# Set by cachewarm itself, never from outside text: scrubbing them could only withhold them.
+_OWN_FIELDS = frozenset({"event", "level", "timestamp"})
+
+
 def _redactor(secrets: list[str]) -> structlog.types.Processor:
-    def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = redact(value, secrets)
+            if isinstance(value, str) and key not in _OWN_FIELDS:
+                event[key] = scrub(value, secrets)
         return event
 
-    return scrub
+    return redact
 
 
 def configure(

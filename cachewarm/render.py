@@ -37,7 +37,9 @@ def check(report: CheckReport) -> None:
 def status(report: StatusReport) -> None:
     click.echo(f"cachewarm {report.prefix}:v{report.version}  (run log {report.runlog})")
     holder = report.lock
-    if holder is None:
+    if not report.lock_known:
+        click.echo("lock: unknown (the Redis lock cannot be read while Redis is unreachable)")
+    elif holder is None:
         click.echo("lock: free")
     else:
         click.echo(

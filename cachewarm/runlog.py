@@ -4,13 +4,16 @@
 hands the record to the caller's hooks (the metrics file). Each record is written with a
 single O_APPEND write of a whole line on a freshly opened descriptor: concurrent runs
 never interleave within a line, and a log that logrotate moved away is simply recreated
-by the next record.
+by the next record. A record is whole or absent: a short write (a full disk) is cut
+back off, and a record never starts on a line something else left unfinished. A record
+that cannot be written is a warning: the exit code says what the run did, not the disk.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -26,7 +29,7 @@ import structlog
 from .errors import CachewarmError, DeadlineExceeded, FileAccessError, Interrupted, LockHeld
 from .files import ensure_private_dir
 from .keys import Keys
-from .urls import redact
+from .urls import scrub
 
 log = structlog.get_logger("cachewarm")
 Hook = Callable[["RunRecord"], None]
@@ -123,8 +126,12 @@ def recording(
     finally:
         record.ended_at = utc_now()
         record.duration_s = round(time.monotonic() - started, 3)
-        record.error = record.error and redact(record.error, secrets_)
-        append(path, record)
+        record.error = record.error and scrub(record.error, secrets_)
+        try:
+            append(path, record)
+        except (OSError, FileAccessError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.warning("runlog.unwritable", path=str(path), run_id=record.run_id, error=reason)
         for hook in hooks:
             hook(record)
         bound.info(
@@ -138,26 +145,52 @@ def recording(
         )
 
 
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def check_writable(path: Path) -> None:
-    """Fail before any work if the record could not be written afterwards."""
+    """Fail before any work if the record could never be written afterwards.
+
+    A full disk is not such a case: it may have room again by the end, and the run
+    itself needs none; if it has not, the record is a warning then.
+    """
     ensure_private_dir(path.parent, f"run log {path}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if exc.errno in OUT_OF_SPACE:
+            return
         raise FileAccessError(f"run log {path} is not writable: {exc.strerror}") from None
     os.close(fd)
 
 
 def append(path: Path, record: RunRecord) -> None:
+    """Append one record as a whole line, or leave the file as it was (OSError)."""
     data = record.to_json()
     ensure_private_dir(path.parent, f"run log {path}")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
+            data = b"\n" + data
         written = os.write(fd, data)
         if written != len(data):
-            raise FileAccessError(f"run log {path}: short write ({written} of {len(data)} bytes)")
+            _cut_back(fd, written)
+            raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
     finally:
         os.close(fd)
+
+
+def _cut_back(fd: int, written: int) -> None:
+    """Remove the `written` bytes of a short O_APPEND write, just after it.
+
+    After an O_APPEND write the offset is the end of what it wrote. Only if nothing was
+    appended behind it since is the file cut; otherwise the fragment stays, on a line of
+    its own once the next record starts with a newline, and `tail` passes over it.
+    """
+    end = os.lseek(fd, 0, os.SEEK_CUR)
+    if os.fstat(fd).st_size == end:
+        os.ftruncate(fd, end - written)
 
 
 def tail(path: Path, count: int) -> list[dict[str, Any]]:

@@ -110,6 +110,8 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
     import pymysql
     import pymysql.cursors
 
+    if isinstance(kwargs.get("password"), str):  # PyMySQL would send a str as latin1
+        kwargs["password"] = kwargs["password"].encode("utf-8")
     if ssl := _tls(settings):
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
@@ -132,6 +134,11 @@ class Source:
             self._conn = driver.connect(conv=conversions(self.driver), **kwargs)
         except self._error as exc:
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
+        except UnicodeEncodeError:  # PyMySQL, a ~/.my.cnf password beyond latin1; say nothing of it
+            raise ConfigError(
+                f"cannot connect to {self.where}: the password from {MY_CNF} has characters "
+                "PyMySQL cannot send; set [mysql] password or install cachewarm[fast]"
+            ) from None
         # Taken now: mysqlclient refuses fileno() from another thread while a query runs.
         self._fd: int | None = (
             self._conn.fileno() if self.driver == "mysqlclient" else self._conn._sock.fileno()

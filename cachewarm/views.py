@@ -16,7 +16,7 @@ import redis.exceptions
 from . import lock, runlog, sink
 from .config import Settings
 from .errors import SinkError
-from .urls import redact_url
+from .urls import redact_url, scrub
 
 
 def show(settings: Settings, product_id: int) -> bytes | None:
@@ -52,6 +52,7 @@ class StatusReport:
     runlog: str
     runs: list[dict[str, Any]]
     lock: dict[str, Any] | None = None
+    lock_known: bool = True  # False: the Redis lock could not be read (Redis down)
     hot: HotList | None = None
     redis_error: str | None = None
 
@@ -65,22 +66,29 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
     Redis trouble is reported in the result, not raised: status must work when Redis is down.
     """
     keys = settings.keys
+    secrets = settings.secrets()
+    records = runlog.tail(settings.runlog, runs)
+    for record in records:  # written by any version, with any password of its day
+        if isinstance(record.get("error"), str):
+            record["error"] = scrub(record["error"], secrets)
     report = StatusReport(
         prefix=keys.prefix,
         version=keys.version,
         runlog=str(settings.runlog),
-        runs=runlog.tail(settings.runlog, runs),
+        runs=records,
+        lock_known=settings.run.lock == "file",
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
     try:
         client = sink.connect(settings.redis)
     except SinkError as exc:
-        report.redis_error = str(exc)
+        report.redis_error = scrub(str(exc), secrets)
         return report
     try:
         if settings.run.lock == "redis":
             report.lock = lock.redis_lock_holder(client, keys.lock)
+            report.lock_known = True
         meta = sink.hot_meta(client, keys)
         ttl_ms = client.pttl(keys.hot)
         if meta and ttl_ms != -2:
@@ -94,7 +102,9 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
                 expires_in_s=round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
             )
     except redis.exceptions.RedisError as exc:
-        report.redis_error = f"Redis at {redact_url(settings.redis.url)} failed: {exc}"
+        report.redis_error = scrub(
+            f"Redis at {redact_url(settings.redis.url)} failed: {exc}", secrets
+        )
     finally:
         client.close()
     return report
