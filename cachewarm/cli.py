@@ -167,7 +167,7 @@ def run(
     show_bar = not (opts.verbose or opts.quiet or opts.log_format == "json")
     with render.progress_bar(show_bar) as progress, run_guard(settings.run.max_seconds):
         if dry_run:
-            render.dry_run(api.dry_run(settings, progress=progress))
+            render.dry_run(api.dry_run(settings, full=full, progress=progress))
         else:
             api.warm(settings, full=full, progress=progress)
 

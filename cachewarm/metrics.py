@@ -20,7 +20,7 @@ from .runlog import RunRecord
 
 log = structlog.get_logger("cachewarm")
 
-STATUSES = ("ok", "failed", "skipped", "interrupted")
+STATUSES = ("ok", "empty", "failed", "skipped", "interrupted")
 LAST_SUCCESS = "cachewarm_last_success_timestamp_seconds"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from . import lock, metrics, runlog, sink
 from .config import Settings, require_queries
 from .errors import SinkError
 from .keys import Keys
-from .pipeline import Items, Progress, Reader, chunks
+from .pipeline import Evidence, Items, Progress, Reader, chunks
 from .runlog import RunRecord
 from .source import Source
 from .urls import redact_url
@@ -115,37 +116,33 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
         previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
         record.stage = "connecting to MySQL"
-        src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
+        src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         watermark = src.server_now() if settings.warm.changed_query else ""
-        record.stage = f"running the hot query on {src.where}"
-        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
-        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
-        log.info("hot.selected", run_id=record.run_id, hot=len(ids))
-        if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
-            log.warning("hot.empty", run_id=record.run_id, kept=keys.hot)
+        ids = _hot_ids(settings, src, record)
+        if not ids:
             return record
         pipe = _pipe(settings, client, fence)
         stack.callback(pipe.close)
         to_read: Sequence[int] = ids
-        since = None if full else _since(settings, previous)
-        if since is not None:
-            record.stage = f"running the changed query on {src.where}"
-            changed = src.changed_ids(settings.warm.changed_query, since, len(ids))
-            if changed is not None:
-                record.mode = "incremental"
-                record.stage = f"refreshing unchanged listings in Redis at {where}"
-                to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
-                record.unchanged = len(ids) - len(to_read)
-                # Changed but not hot now: drop the old listing, or a later incremental
-                # run that finds it hot again (edit older than its watermark) would keep it.
-                cold = changed.difference(i for i in ids if i in changed)
-                record.removed += _redis_call(
-                    where, lambda: sink.delete_listings(client, keys, cold)
-                )
+        changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
+        if changed is not None:
+            record.stage = f"refreshing unchanged listings in Redis at {where}"
+            to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
+            record.unchanged = len(ids) - len(to_read)
+            # Changed but not hot now: drop the old listing, or a later incremental
+            # run that finds it hot again (edit older than its watermark) would keep it.
+            cold = _cold(ids, changed)
+            record.removed += _redis_call(where, lambda: sink.delete_listings(client, keys, cold))
         epoch = _redis_call(where, lambda: sink.read_epoch(client, keys))
         writer = sink.BatchWriter(pipe, keys, epoch)
         reader = _reader(settings, src, record, deadline)
-        reader.run(to_read, writer, refuse_empty=True, progress=progress, where=f"Redis at {where}")
+        reader.run(
+            to_read,
+            writer,
+            evidence=_cached_evidence(client, keys, where, changed),
+            progress=progress,
+            where=f"Redis at {where}",
+        )
         record.stage = f"writing to Redis at {where}"
         pipe.finish()
         totals = writer.totals
@@ -171,6 +168,65 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     return record
 
 
+def _hot_ids(settings: Settings, src: Source, record: RunRecord) -> Sequence[int]:
+    """Run the hot query; an empty answer marks the run "empty" and warns.
+
+    An empty hot set is not a success: the kept hot list expires while nothing renews
+    it, so the run log says "empty" and the last-success metric stays where it was.
+    """
+    record.stage = f"running the hot query on {src.where}"
+    ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
+    record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
+    log.info("hot.selected", run_id=record.run_id, hot=len(ids))
+    if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
+        if record.command == "run":
+            record.status = "empty"
+        log.warning("hot.empty", run_id=record.run_id, kept=settings.keys.hot)
+    return ids
+
+
+def _changed_ids(
+    settings: Settings,
+    src: Source,
+    record: RunRecord,
+    previous: dict[str, str],
+    *,
+    full: bool,
+    hot: int,
+) -> set[int] | None:
+    """Ids changed since the last run's watermark, or None for a full warm."""
+    since = None if full else _since(settings, previous)
+    if since is None:
+        return None
+    record.stage = f"running the changed query on {src.where}"
+    changed = src.changed_ids(settings.warm.changed_query, since, hot)
+    if changed is not None:
+        record.mode = "incremental"
+    return changed
+
+
+def _cold(ids: Sequence[int], changed: set[int]) -> set[int]:
+    """Changed ids that are not hot now; built without a set of every hot id."""
+    return changed.difference(i for i in ids if i in changed)
+
+
+def _cached_evidence(
+    client: redis.Redis, keys: Keys, where: str, changed: set[int] | None
+) -> Evidence:
+    """The broken-query guard's evidence: ids with a listing cached now, not reported changed.
+
+    A changed id may have lost its row for good reason (deleted, hidden by the listing
+    query's WHERE); an unchanged one that is still cached had a row at the last run.
+    """
+
+    def cached(batch: Sequence[int]) -> int:
+        suspects = [i for i in batch if not changed or i not in changed]
+        values = _redis_call(where, lambda: sink.current_values(client, keys, suspects))
+        return sum(value is not None for value in values)
+
+    return cached
+
+
 def _since(settings: Settings, previous: dict[str, str]) -> str | None:
     """Where an incremental warm may start reading changes, or None for a full warm."""
     mark, full_at = previous.get("watermark"), previous.get("full_at")
@@ -180,6 +236,17 @@ def _since(settings: Settings, previous: dict[str, str]) -> str | None:
         return None
     overlap = timedelta(seconds=settings.warm.changed_overlap)
     return (datetime.fromisoformat(mark) - overlap).isoformat(sep=" ")
+
+
+def _to_reread(
+    client: redis.Redis, keys: Keys, ids: Sequence[int], changed: set[int], batch: int, where: str
+) -> array[int]:
+    """What _touch_unchanged would return, read-only: changed ids and those gone from Redis."""
+    reread: array[int] = array("Q")
+    for chunk in chunks(ids, batch):
+        values = _redis_call(where, functools.partial(sink.current_values, client, keys, chunk))
+        reread.extend(i for i, v in zip(chunk, values, strict=True) if v is None or i in changed)
+    return reread
 
 
 def _touch_unchanged(
@@ -250,8 +317,15 @@ class DryRunReport:
             self.samples.append((state, key, len(payload)))
 
 
-def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunReport:
-    """Everything a warm reads, compared with Redis; no lock, no write, no expiry touched."""
+def dry_run(
+    settings: Settings, *, full: bool = False, progress: Progress | None = None
+) -> DryRunReport:
+    """What `run` would do, from reads only; no lock, no write, no expiry touched.
+
+    It re-reads what the run would (in an incremental warm: changed listings and those
+    gone from Redis), under the same broken-query guard, so both reach the same verdict.
+    The run-log record names its counts would_write and would_remove.
+    """
     require_queries(settings)
     keys = settings.keys
     where = redact_url(settings.redis.url)
@@ -260,18 +334,29 @@ def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunRe
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         report = DryRunReport(record, keys, client, where)
-        src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
-        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
-        record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
-        reader = _reader(settings, src, record, None)
-        reader.run(ids, report, refuse_empty=False, progress=progress, where="the comparison")
+        deadline = time.monotonic() + settings.run.max_seconds
+        previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
+        src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
+        ids = _hot_ids(settings, src, record)
+        to_read: Sequence[int] = ids
+        changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
+        if changed is not None:
+            record.stage = f"looking up unchanged listings in Redis at {where}"
+            to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)
+            report.unchanged = len(ids) - len(to_read)
+            report.send(report.epoch, [(i, b"") for i in _cold(ids, changed)])
+        reader = _reader(settings, src, record, deadline)
+        reader.run(
+            to_read,
+            report,
+            evidence=_cached_evidence(client, keys, where, changed),
+            progress=progress,
+            where="the comparison",
+        )
         old_hot = _redis_call(where, lambda: client.get(keys.hot))
         report.hot_changed = bool(ids) and old_hot != bytes(hot_json(ids, reader.absent)[0])
-        record.written, record.unchanged, record.bytes = (
-            report.new + report.changed,
-            report.unchanged,
-            report.bytes,
-        )
+        record.written, record.unchanged = report.new + report.changed, report.unchanged
+        record.removed, record.bytes = report.would_remove, report.bytes
     return report
 
 
@@ -309,7 +394,8 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
         record.removed = result.deleted
         log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
         if rewarm:
-            src = stack.enter_context(contextlib.closing(Source(settings.mysql)))
+            deadline = time.monotonic() + settings.run.max_seconds
+            src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
             now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
             fence = lock.Fence(
                 lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
@@ -317,8 +403,8 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
             pipe = _pipe(settings, client, fence)
             stack.callback(pipe.close)
             writer = sink.BatchWriter(pipe, keys, epoch)
-            reader = _reader(settings, src, record, None)
-            reader.run(ids, writer, refuse_empty=False, where=f"Redis at {where}")
+            reader = _reader(settings, src, record, deadline)
+            reader.run(ids, writer, evidence=None, where=f"Redis at {where}")
             pipe.finish()
             result.missing = [i for i in ids if i in reader.absent]
             result.rewarmed = writer.totals.written + writer.totals.unchanged

@@ -5,6 +5,11 @@ goes (a fenced writer, or a comparison with what Redis holds) and in whether a b
 with no rows at all may be taken as a broken listing query. Keeping one loop keeps
 them agreeing on what a listing is: which ids are absent, which are too large, and how
 the invalidation epoch is read before each batch's query.
+
+A listing that cannot be written (no row, or over max_payload_bytes) goes on as an
+empty payload: the target deletes whatever is cached for it, and the id stays out of
+the hot list. Keeping an old value instead would let an incremental run refresh it and
+name it again, forever.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from .source import Source
 log = structlog.get_logger("cachewarm")
 
 Progress = Callable[[int, int], None]  # (ids just done, total ids)
-Items = list[tuple[int, bytes]]  # (product id, listing JSON); b"" = no listing row
+Items = list[tuple[int, bytes]]  # (product id, listing JSON); b"" = no listing to keep
+# How many ids of a batch have a listing cached now that the run has no reason to think
+# changed (the broken-query guard's evidence; see Reader.run).
+Evidence = Callable[[Sequence[int]], int]
+# A batch this large with no row at all is taken for a broken listing query even when
+# none of it is cached: that many hot products do not vanish at once.
+EMPTY_BATCH_EVIDENCE = 100
 
 
 class Target(Protocol):
@@ -62,22 +73,26 @@ class Reader:
         self.record = record
         self.deadline = deadline
         self.absent: set[int] = set()  # no row, or too large: never named in a hot list
+        self.rows = 0  # ids the listing query returned a row for, written or not
+        self._warned_repeats = False
 
     def run(
         self,
         ids: Sequence[int],
         target: Target,
         *,
-        refuse_empty: bool,
+        evidence: Evidence | None,
         progress: Progress | None = None,
         where: str = "Redis",
     ) -> None:
         """Read every id's listing and send each batch to `target`.
 
-        With `refuse_empty`, a first batch that finds no row for any id fails the run
-        before anything is sent: deleting every listing because the query matched
-        nothing is far more likely a broken listing_query than a shop whose hot
-        products all vanished.
+        With `evidence`, a batch that finds no row for any id, before any row was found
+        in this run, fails the run before anything is sent when it points at a broken
+        listing_query rather than at products that are gone: some of its ids have a
+        listing cached now that nothing reported changed (the query found them at the
+        last run), or the batch holds EMPTY_BATCH_EVIDENCE ids or more. A few re-read
+        products that were deleted or hidden are no such evidence; they are removed.
         """
         record = self.record
         for number, batch in enumerate(chunks(ids, self.batch_size), 1):
@@ -85,25 +100,56 @@ class Reader:
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
             epoch = target.epoch
+            rows_before = self.rows
             items = self.read(batch)
-            if refuse_empty and not record.read and not any(payload for _, payload in items):
-                raise SourceError(
-                    f"listing query returned no row for any of the first {len(batch)} hot ids; "
-                    "refusing to delete their listings (check [warm] listing_query)"
-                )
+            if evidence is not None and self.rows == rows_before == 0:
+                self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"
             target.send(epoch, items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
 
+    def _judge_empty(self, batch: Sequence[int], evidence: Evidence) -> None:
+        self.record.stage = (
+            f"checking a batch the listing query found no row for on {self.src.where}"
+        )
+        cached = evidence(batch)
+        if cached or len(batch) >= EMPTY_BATCH_EVIDENCE:
+            raise SourceError(
+                f"listing query returned no row for any of the first {len(batch)} hot ids "
+                f"({cached} of them cached and not reported changed); refusing to delete "
+                "their listings (check [warm] listing_query)"
+            )
+
     def read(self, batch: Sequence[int]) -> Items:
         """Listings of one batch, in batch order.
 
-        An id without a row gets b'' (its stale listing is removed), and so does one whose
-        json_columns value is not JSON; an oversize one is left out. All go into `absent`.
+        An id without a row, with one over max_payload_bytes, or whose json_columns value
+        is not JSON gets b'' (whatever is cached for it is removed) and goes into `absent`.
+        When the query returns several rows for one id, the first wins, and the run warns
+        once.
         """
-        found = dict(self.src.listings(self.query, batch, json_columns=self.json_columns))
+        found: dict[int, bytes | InvalidJSON] = {}
+        repeats: dict[int, int] = {}
+        for product_id, payload in self.src.listings(
+            self.query, batch, json_columns=self.json_columns
+        ):
+            if product_id in found:
+                repeats[product_id] = repeats.get(product_id, 1) + 1
+            else:
+                found[product_id] = payload
+        self.rows += len(found)
+        if repeats and not self._warned_repeats:
+            self._warned_repeats = True
+            product_id, rows = next(iter(repeats.items()))
+            log.warning(
+                "listing.duplicate_rows",
+                run_id=self.record.run_id,
+                product_id=product_id,
+                rows=rows,
+                kept="first",
+            )
         items: Items = []
         for product_id in batch:
             payload = found.get(product_id, b"")
@@ -121,8 +167,7 @@ class Reader:
                 log.warning(
                     "listing.oversize", product_id=product_id, bytes=len(payload), limit=self.limit
                 )
-                self.absent.add(product_id)
-                continue
+                payload = b""
             if payload:
                 self.record.read += 1
             else:

@@ -58,9 +58,13 @@ def status(report: StatusReport) -> None:
         click.echo("hot list: not published")
     click.echo("recent runs:" if report.runs else "recent runs: none recorded")
     for r in report.runs:
+        written = (
+            f"{r.get('would_write', 0)} would be written"
+            if r.get("command") == "dry-run"
+            else f"{r.get('written', 0)} written"
+        )
         detail = r.get("error") or (
-            f"{r.get('hot', 0)} hot, {r.get('written', 0)} written, "
-            f"{r.get('unchanged', 0)} unchanged"
+            f"{r.get('hot', 0)} hot, {written}, {r.get('unchanged', 0)} unchanged"
         )
         click.echo(
             f"  {r.get('started_at', '?')}  {r.get('command', '?'):<10} {r.get('status', '?'):<11} "

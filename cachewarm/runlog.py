@@ -35,13 +35,15 @@ log = structlog.get_logger("cachewarm")
 Hook = Callable[["RunRecord"], None]
 
 HOT_IDS_LOGGED = 100  # a run's first hot ids; the full list can be millions long
+# A dry run does none of what its counts describe; its record and events say so.
+DRY_RUN_NAMES = {"written": "would_write", "removed": "would_remove"}
 
 
 @dataclass
 class RunRecord:
     run_id: str
     command: str
-    status: str = "running"  # ok, failed, skipped, dry-run, interrupted
+    status: str = "running"  # ok, empty (no hot ids), failed, skipped, dry-run, interrupted
     mode: str = "full"  # or "incremental"
     stage: str = "starting"  # what the run was doing; names what hung or was interrupted
     started_at: str = ""
@@ -65,9 +67,21 @@ class RunRecord:
     pid: int = 0
 
     def to_json(self) -> builtins.bytes:
-        record = asdict(self)
+        record = self._named(asdict(self))
         record["hot_ids"] = self.hot_ids[:HOT_IDS_LOGGED]
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    def counts(self) -> dict[str, int]:
+        """What the run did to listings, as its run.finished event reports it."""
+        return self._named(
+            {"written": self.written, "unchanged": self.unchanged, "removed": self.removed}
+        )
+
+    def _named(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A dry run's counts are what a run would do: would_write, would_remove."""
+        if self.command != "dry-run":
+            return fields
+        return {DRY_RUN_NAMES.get(name, name): value for name, value in fields.items()}
 
 
 def utc_now() -> str:
@@ -139,8 +153,7 @@ def recording(
             status=record.status,
             duration_s=record.duration_s,
             hot=record.hot,
-            written=record.written,
-            unchanged=record.unchanged,
+            **record.counts(),
             error=record.error,
         )
 

@@ -8,15 +8,24 @@ encode.py), so the listing bytes do not depend on the driver.
 Every query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
 REPEATABLE READ transaction across batches would write rows older than the
 invalidations it checked against (see sink.WRITE_SCRIPT).
+
+A run's deadline binds the server too, not only this process: a statement abandoned by
+the client keeps running on the server ("Sending data") until it ends, and a hung one
+would start a new copy every cron interval. So every statement carries the time the run
+has left (MariaDB `SET STATEMENT max_statement_time`, MySQL `max_execution_time`), which
+also ends it after a kill -9; and a connection closed with a statement still running
+(deadline, SIGTERM, SIGINT) has it stopped at once with `KILL QUERY` from a second one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import decimal
+import functools
 import importlib.util
 import os
 import socket
+import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,12 +35,17 @@ from typing import Any
 from . import guard
 from .config import MySQLSettings
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
-from .errors import ConfigError, SourceError
+from .errors import ConfigError, DeadlineExceeded, SourceError
 from .keys import MAX_ID
 from .urls import MySQLTarget, mysql_target
 
 MY_CNF = Path("~/.my.cnf")
 FETCH_ROWS = 1000  # rows per driver call while streaming
+# The server's bound trails the run's deadline by this much, so the run's own deadline
+# (which names the stage it stopped in) normally fires first; the server's is the backstop.
+STATEMENT_MARGIN_S = 1.0
+KILL_TIMEOUT_S = 2  # connect and read timeout of the connection that sends KILL QUERY
+STATEMENT_TIMEOUT_ERRORS = (1969, 3024)  # MariaDB max_statement_time, MySQL max_execution_time
 
 
 def driver_name(setting: str) -> str:
@@ -120,9 +134,13 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
 
 
 class Source:
-    """One connection to the shop database, with timeouts so a frozen server cannot hang a run."""
+    """One connection to the shop database, with timeouts so a frozen server cannot hang a run.
 
-    def __init__(self, settings: MySQLSettings) -> None:
+    `deadline` (time.monotonic()) bounds every statement on the server; a surrounding
+    run_guard's deadline does too, whichever comes first.
+    """
+
+    def __init__(self, settings: MySQLSettings, *, deadline: float | None = None) -> None:
         target = mysql_target(settings.url, settings.password)
         self.driver = driver_name(settings.driver)
         self.where = target.display()
@@ -130,8 +148,9 @@ class Source:
         driver = (_mysqlclient if self.driver == "mysqlclient" else _pymysql)(settings, kwargs)
         self._error = driver.error
         self._streaming = driver.streaming_cursor
+        self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
-            self._conn = driver.connect(conv=conversions(self.driver), **kwargs)
+            self._conn = self._connect()
         except self._error as exc:
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from None
         except UnicodeEncodeError:  # PyMySQL, a ~/.my.cnf password beyond latin1; say nothing of it
@@ -143,7 +162,12 @@ class Source:
         self._fd: int | None = (
             self._conn.fileno() if self.driver == "mysqlclient" else self._conn._sock.fileno()
         )
+        self._thread_id: int = self._conn.thread_id()
+        self._mariadb = "mariadb" in self._conn.get_server_info().lower()
+        self._running = False  # a statement was sent and not seen to its end
         self._guard = guard.current()
+        deadlines = [deadline, self._guard.deadline if self._guard else None]
+        self._deadline = min((d for d in deadlines if d is not None), default=None)
         self._unwatch = self._guard.watch(self.interrupt) if self._guard else None
 
     def interrupt(self) -> None:
@@ -151,7 +175,8 @@ class Source:
 
         mysqlclient waits for the server inside C with the GIL released, where no Python
         signal handler can run: SIGTERM or the deadline would wait for the query. Shutting
-        the socket down makes that read fail at once, and the handler then runs.
+        the socket down makes that read fail at once, and the handler then runs. The
+        statement itself is stopped by close().
         """
         fd = self._fd
         if fd is None:
@@ -163,8 +188,44 @@ class Source:
         self._fd = None
         if self._unwatch:
             self._unwatch()
+        if self._running:
+            self._kill_query()
         with contextlib.suppress(self._error):  # already gone: nothing left to release
             self._conn.close()
+
+    def _kill_query(self) -> None:
+        """Stop on the server the statement this connection left running.
+
+        The server goes on with a statement whose client is gone until it next sends
+        a row, which for a hung query may be never. Best effort, on a short timeout:
+        the statement's own bound (see _bounded) ends it anyway.
+        """
+        try:
+            conn = self._connect(
+                connect_timeout=KILL_TIMEOUT_S,
+                read_timeout=KILL_TIMEOUT_S,
+                write_timeout=KILL_TIMEOUT_S,
+            )
+        except self._error:
+            return
+        try:
+            cur = conn.cursor()
+            cur.execute(f"KILL QUERY {int(self._thread_id)}")
+        except self._error:
+            pass  # the statement ended by itself meanwhile
+        finally:
+            with contextlib.suppress(self._error):
+                conn.close()
+
+    def _bounded(self, cur: Any, query: str) -> str:
+        """The query, bounded on the server by the time the run has left (plus a margin)."""
+        if self._deadline is None:
+            return query
+        left = max(0.0, self._deadline - time.monotonic()) + STATEMENT_MARGIN_S
+        if self._mariadb:
+            return f"SET STATEMENT max_statement_time={left:.3f} FOR {query}"
+        cur.execute(f"SET SESSION max_execution_time = {int(left * 1000)}")
+        return query
 
     @contextlib.contextmanager
     def _query(
@@ -176,13 +237,20 @@ class Source:
         is read whole, which is cheaper per row.
         """
         cur = None
+        self._running = True  # until seen to its end: close() stops it on the server
         try:
             cur = self._conn.cursor(self._streaming if stream else None)
-            cur.execute(query, params)
+            cur.execute(self._bounded(cur, query), params)
             yield cur
+            cur.close()  # reads what is left of a streamed result: the statement is over
+            self._running = False
         except self._error as exc:
             if self._guard and self._guard.expired:  # cut by the guard's timer
                 raise self._guard.exceeded() from None
+            if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
+                raise DeadlineExceeded(
+                    f"run passed run.max_seconds; {self.where} stopped the {what}"
+                ) from None
             raise SourceError(f"{self.where}: {what} failed: {describe(exc)}") from None
         finally:
             if cur is not None:

@@ -229,7 +229,7 @@ def test_empty_hot_query_keeps_the_published_list(
     published = redis_client.get(hot_key)
     empty = make_settings(hot_query="SELECT id FROM products WHERE id < 0 LIMIT %(limit)s")
     record = cachewarm.warm(empty)
-    assert record.status == "ok" and record.hot == 0 and not record.hot_published
+    assert record.status == "empty" and record.hot == 0 and not record.hot_published
     assert redis_client.get(hot_key) == published
 
 
