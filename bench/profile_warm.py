@@ -37,9 +37,12 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "examples"), str(HERE.parent / "scripts")]
 
-import run as bench  # noqa: E402  (bench/run.py)
 import seed as shop  # noqa: E402  (examples/seed.py)
 import servers  # noqa: E402  (scripts/servers.py)
+from catalog import CATALOGS  # noqa: E402
+from installs import SPECS, ensure_install, snapshot_source  # noqa: E402
+from proc import CHILD_ENV  # noqa: E402
+from variants import write_config  # noqa: E402
 
 from cachewarm import orchestrate as api  # noqa: E402
 from cachewarm import output  # noqa: E402
@@ -104,22 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="products, all hot")
     parser.add_argument(
         "--install",
-        choices=("default", "fast", "dev"),
+        choices=(*SPECS, "dev"),
         default="default",
         help="which install of the working tree to profile (dev: this interpreter's)",
     )
     parser.add_argument(
         "--steady", action="store_true", help="changed_query set, profile a run after 1%% changed"
     )
+    parser.add_argument("--catalog", choices=tuple(CATALOGS), default="sample")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="also write the raw profile here (pstats)")
     args = parser.parse_args(argv)
     if args.install != "dev" and os.environ.get(IN_INSTALL) != args.install:
         with tempfile.TemporaryDirectory(prefix="cwprof-src-") as tmp:
-            src = bench.snapshot_source(Path(tmp) / "cachewarm-src")
-            install = bench.ensure_install(args.install, src)
+            src = snapshot_source(Path(tmp) / "cachewarm-src")
+            install = ensure_install(args.install, src)
         print(install.describe(), flush=True)
-        env = {**bench.CHILD_ENV, IN_INSTALL: args.install}
+        env = {**CHILD_ENV, IN_INSTALL: args.install}
         argv0 = [install.python, str(Path(__file__).resolve())]
         rest = sys.argv[1:] if argv is None else argv
         return subprocess.run([*argv0, *rest], env=env, check=False).returncode
@@ -129,16 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         db = servers.start_mariadb(work / "mariadb")
         rd = servers.start_redis(work / "redis")
-        database = f"bench_{args.n}"
-        shop.seed(db.url, args.n, database=database)
+        catalog = CATALOGS[args.catalog]
+        database = f"bench_{catalog.name}_{args.n}"
+        catalog.seed(db.url, args.n, database)
         redis_url = rd.url.rsplit("/", 1)[0] + "/3"
-        config = bench.cachewarm_config(
+        config = write_config(
             work / "cw.toml",
-            work,
-            f"{db.url}/{database}",
-            redis_url,
-            args.n,
-            changed_query=bench.CHANGED_QUERY if args.steady else None,
+            catalog,
+            mysql_url=f"{db.url}/{database}",
+            redis_url=redis_url,
+            limit=args.n,
+            steady=args.steady,
         )
         settings = load_settings(config)
         # as the CLI under cron: warnings only (unconfigured structlog prints debug too)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steady:
             conn = shop.connect(f"{db.url}/{database}")
             with conn.cursor() as cur:
-                cur.execute(bench.UPDATE_1PCT)
+                cur.execute(catalog.update_1pct)
             conn.close()
         else:
             client.flushdb()
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.steady:
             conn = shop.connect(f"{db.url}/{database}")
             with conn.cursor() as cur:
-                cur.execute(bench.UPDATE_1PCT)
+                cur.execute(catalog.update_1pct)
             conn.close()
         else:
             client.flushdb()
