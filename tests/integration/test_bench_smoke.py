@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 2000
 VARIANTS = {"hot", "c", "naive", "full:default", "steady:default", "invalidate"}
 CHECKS = {
