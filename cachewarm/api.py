@@ -416,23 +416,42 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
         if rewarm:
             src = source.Source(settings.mysql)
             stack.callback(src.close)
-            now_ms = _redis_call(client, sink.server_time_ms, where)
-            fence = sink.Fence(
-                lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
-            )
-            pipe = _pipe(settings, client, fence)
-            stack.callback(pipe.close)
-            writer = sink.BatchWriter(pipe, keys, epoch)
-            absent: set[int] = set()
-            for batch in _chunks(ids, settings.warm.batch_size):
-                items = _read_batch(src, settings, batch, record, absent)
-                writer.send(epoch, [(i, p) for i, p in items if p])
-            pipe.finish()
-            result.missing = [i for i in ids if i in absent]
-            result.rewarmed = writer.totals.written + writer.totals.unchanged
-            record.written, record.bytes = result.rewarmed, writer.totals.bytes
-            record.skipped_invalidated = len(writer.skipped)
+            result.rewarmed, result.missing = refill(settings, client, src, ids, epoch, record)
     return result
+
+
+def refill(
+    settings: Settings,
+    client: redis.Redis,
+    src: source.Source,
+    ids: Sequence[int],
+    epoch: int,
+    record: RunRecord,
+) -> tuple[int, list[int]]:
+    """Read listings invalidated at `epoch` fresh from MySQL and write them.
+
+    Written through the warm's guard with `epoch` as the read epoch: an invalidation
+    after this one still wins. Returns (listings written or confirmed, ids with no row).
+    """
+    keys = keys_for(settings)
+    now_ms = _redis_call(client, sink.server_time_ms, redact_url(settings.redis.url))
+    fence = sink.Fence(
+        lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+    )
+    pipe = _pipe(settings, client, fence)
+    try:
+        writer = sink.BatchWriter(pipe, keys, epoch)
+        absent: set[int] = set()
+        for batch in _chunks(ids, settings.warm.batch_size):
+            items = _read_batch(src, settings, batch, record, absent)
+            writer.send(epoch, [(i, p) for i, p in items if p])
+        pipe.finish()
+    finally:
+        pipe.close()
+    rewarmed = writer.totals.written + writer.totals.unchanged
+    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
+    record.skipped_invalidated += len(writer.skipped)
+    return rewarmed, [i for i in ids if i in absent]
 
 
 def show(settings: Settings, product_id: int) -> bytes | None:

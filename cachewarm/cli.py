@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import __version__, api, output, source
+from . import __version__, api, follow, output, source
 from .api import DryRunReport
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, DeadlineExceeded, Interrupted, LockHeld
@@ -191,6 +192,24 @@ def invalidate_cmd(opts: Options, ids: Sequence[str], rewarm: bool) -> None:
         click.echo(line)
 
 
+@cli.command(name="follow")
+@click.option("--from-now", is_flag=True, help="First start: follow from the binlog's end.")
+@click.option("--resync", is_flag=True, help="Invalidate every cached listing, follow from now.")
+@click.option("--rewarm/--no-rewarm", default=None, help="Refill listings [follow.rewarm].")
+@click.pass_obj
+def follow_cmd(opts: Options, from_now: bool, resync: bool, rewarm: bool | None) -> None:
+    """Invalidate listings from the MySQL binlog as rows change, until SIGTERM.
+
+    Resumes from its checkpoint; on SIGTERM or SIGINT it applies the current batch,
+    saves the checkpoint and exits 0.
+    """
+    if from_now and resync:
+        raise click.UsageError("--from-now and --resync exclude each other")
+    stop = threading.Event()
+    with follow.stop_on_signals(stop):
+        follow.follow(opts.settings(), from_now=from_now, resync=resync, rewarm=rewarm, stop=stop)
+
+
 @cli.command(name="show")
 @click.argument("product_id", metavar="ID")
 @click.pass_obj
@@ -213,7 +232,9 @@ def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
     """Recent runs, the lock holder, and the published hot list's age and size."""
     if runs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--runs")
-    report = api.status(opts.settings(), runs=runs)
+    settings = opts.settings()
+    report = api.status(settings, runs=runs)
+    report["follower"] = follow.follower_status(settings)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -242,6 +263,13 @@ def _print_status(report: dict[str, Any]) -> None:
         click.echo(f"hot list: unknown ({report['redis_error']})")
     else:
         click.echo("hot list: not published")
+    f = report["follower"]
+    if f:
+        click.echo(
+            f"follower: at {f['position']['file']}:{f['position']['pos']}, "
+            f"checkpoint {f['age_s']:.0f} s ago, lag {f['lag_s']:.1f} s, "
+            f"last event {_utc(f['last_event_at'])}, last error: {f['last_error'] or 'none'}"
+        )
     runs = report["runs"]
     click.echo("recent runs:" if runs else "recent runs: none recorded")
     for r in runs:
@@ -253,6 +281,10 @@ def _print_status(report: dict[str, Any]) -> None:
             f"  {r.get('started_at', '?')}  {r.get('command', '?'):<10} {r.get('status', '?'):<11} "
             f"{r.get('duration_s', 0):>8.2f}s  {detail}"
         )
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else "none"
 
 
 @contextlib.contextmanager

@@ -61,40 +61,46 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def connect_args(settings: MySQLSettings) -> tuple[dict[str, Any], dict[str, str]]:
+    """(keyword arguments both drivers take, TLS files); the binlog reader uses them too."""
+    target = mysql_target(settings)
+    kwargs: dict[str, Any] = {
+        "host": target.host,
+        "port": target.port,
+        "database": target.database,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "write_timeout": settings.read_timeout,
+    }
+    if target.unix_socket:
+        kwargs["unix_socket"] = target.unix_socket
+    if target.user:
+        kwargs["user"] = target.user
+    if target.password is not None:
+        kwargs["password"] = target.password.reveal()
+    elif MY_CNF.expanduser().is_file():
+        kwargs["read_default_file"] = str(MY_CNF.expanduser())
+    ssl = {
+        k: v
+        for k, v in (
+            ("ca", settings.ssl_ca),
+            ("cert", settings.ssl_cert),
+            ("key", settings.ssl_key),
+        )
+        if v
+    }
+    return kwargs, ssl
+
+
 class Source:
     """One connection to the shop database, with timeouts so a frozen server cannot hang a run."""
 
     def __init__(self, settings: MySQLSettings) -> None:
-        target = mysql_target(settings)
         self.driver = driver_name(settings.driver)
-        self.where = target.display()
-        kwargs: dict[str, Any] = {
-            "host": target.host,
-            "port": target.port,
-            "database": target.database,
-            "charset": "utf8mb4",
-            "autocommit": True,
-            "connect_timeout": settings.connect_timeout,
-            "read_timeout": settings.read_timeout,
-            "write_timeout": settings.read_timeout,
-        }
-        if target.unix_socket:
-            kwargs["unix_socket"] = target.unix_socket
-        if target.user:
-            kwargs["user"] = target.user
-        if target.password is not None:
-            kwargs["password"] = target.password.reveal()
-        elif MY_CNF.expanduser().is_file():
-            kwargs["read_default_file"] = str(MY_CNF.expanduser())
-        ssl = {
-            k: v
-            for k, v in (
-                ("ca", settings.ssl_ca),
-                ("cert", settings.ssl_cert),
-                ("key", settings.ssl_key),
-            )
-            if v
-        }
+        self.where = mysql_target(settings).display()
+        kwargs, ssl = connect_args(settings)
         if self.driver == "mysqlclient":
             import MySQLdb
             import MySQLdb.cursors
@@ -220,6 +226,11 @@ class Source:
         """MySQL's clock, the one `updated_at` columns are stamped with."""
         with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
             return str(cur.fetchone()[0])
+
+    def ids_for(self, query: str, ids: Sequence[int]) -> set[int]:
+        """Product ids a query maps other rows' keys to (`[follow] queries`)."""
+        with self._query("follow query", query, {"ids": IdList(ids)}) as cur:
+            return {_as_id(value, n, "follow") for n, (value, *_) in enumerate(self._rows(cur), 1)}
 
     def listings(self, query: str, ids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """(id, listing JSON) for the ids that still have a listing row; rows are streamed."""
