@@ -11,6 +11,8 @@ over a few things this module settles once:
 - with `blocking=True` a quiet server sends nothing at all, so the follower could neither
   flush a batch nor notice SIGTERM: the server is asked for a heartbeat every
   `max_delay` seconds, and heartbeats are passed through as events;
+- it opens its schema connection with PyMySQL's deprecated `db=` argument, which
+  warns on every connect: its `pymysql_wrapper` hook renames it;
 - a reader with the `server_id` of another replica makes the server drop one of the two
   connections, each time the other reconnects: the id is configurable, and the default
   is derived from host, prefix and version, in the upper half of the 32-bit range that
@@ -223,8 +225,16 @@ def events(
         only_events=EVENTS,
         slave_heartbeat=settings.follow.max_delay,
         enable_logging=False,
+        pymysql_wrapper=_connect,
     )
     return reader, iter(reader)
+
+
+def _connect(**kwargs: Any) -> pymysql.connections.Connection[Any]:
+    """The reader's schema connection still passes `db`, which PyMySQL 1.1+ deprecates."""
+    if "db" in kwargs:
+        kwargs["database"] = kwargs.pop("db")
+    return pymysql.connect(**kwargs)
 
 
 def is_lost_position(exc: BaseException) -> bool:

@@ -316,7 +316,7 @@ class _Follower:
                         "changes since then may be missed: run `cachewarm follow --resync`"
                     ) from None
                 message = exc_line(exc)
-                now = time.monotonic()
+                now = time.time()  # the clock saved_at is on
                 if outage_since is None or self.saved_at > outage_since:
                     outage_since = now  # a new outage: the last one ended with a checkpoint
                 limit = self.settings.follow.max_outage
