@@ -183,19 +183,21 @@ def check_preconditions(
         except SourceError as exc:
             raise BinlogUnfit(f"[follow] table {db}.{table}: {exc}") from None
     columns = ctl.rows(
-        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = %s",
         (db,),
     )
     for table, column in settings.follow.tables.items():
-        if (table, column) not in {(str(t), str(c)) for t, c, _ in columns}:
+        if (table, column) not in {(str(t), str(c)) for t, c, *_ in columns}:
             raise BinlogUnfit(f"[follow] tables: {db}.{table} has no column {column!r}")
     keys: dict[str, str] = {}
     for table in query_tables:
-        primary = [str(c) for t, c, k in columns if t == table and k == "PRI"]
-        if len(primary) != 1:
-            raise BinlogUnfit(f"[follow] queries: {db}.{table} needs a one-column primary key")
-        keys[table] = primary[0]
+        primary = [(str(c), str(d)) for t, c, k, d in columns if t == table and k == "PRI"]
+        if len(primary) != 1 or not primary[0][1].endswith("int"):
+            raise BinlogUnfit(
+                f"[follow] queries: {db}.{table} needs a one-column integer primary key"
+            )
+        keys[table] = primary[0][0]
     return keys
 
 

@@ -176,7 +176,7 @@ class _Batch:
 
     safe: Position
     ids: set[int] = field(default_factory=set)
-    keyed: dict[str, set[Any]] = field(default_factory=dict)  # query table -> primary keys
+    keyed: dict[str, set[int]] = field(default_factory=dict)  # query table -> primary keys
     started: float = 0.0
 
     def __bool__(self) -> bool:
@@ -398,7 +398,7 @@ class _Follower:
             self._invalidate(sorted(ids))
         self._save(batch.safe)
         if ids:
-            self.log.info(
+            self.log.debug(
                 "follow.batch", ids=len(ids), position=str(batch.safe), lag_s=round(self.lag_s, 1)
             )
 
@@ -516,8 +516,8 @@ def _collect(event: Any, columns: dict[str, str], primary: dict[str, str], batch
                 value = values.get(column)
                 if type(value) is int and value >= 0:
                     batch.ids.add(value)
-            if key is not None:
-                batch.keyed.setdefault(table, set()).add(values.get(key))
+            if key is not None and type(values.get(key)) is int:
+                batch.keyed.setdefault(table, set()).add(values[key])
     return len(rows)
 
 
