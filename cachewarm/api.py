@@ -34,6 +34,7 @@ from .errors import (
     SourceError,
 )
 from .keys import Keys
+from .replica import reads as replica_reads
 from .runlog import RunRecord
 
 log = structlog.get_logger("cachewarm")
@@ -197,9 +198,11 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.stage = "connecting to MySQL"
         src = source.Source(settings.mysql)
         stack.callback(src.close)
+        replica = stack.enter_context(replica_reads(settings.mysql, src))
         watermark = src.server_now() if settings.warm.changed_query else ""
-        record.stage = f"running the hot query on {src.where}"
-        ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
+        hot_src = replica.replica if replica else src
+        record.stage = f"running the hot query on {hot_src.where}"
+        ids = hot_src.hot_ids(settings.warm.hot_query, settings.warm.limit)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         log.info("hot.selected", run_id=record.run_id, hot=len(ids))
         if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
@@ -227,7 +230,11 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             record.stage = f"running the listing query on {src.where} (batch {number})"
             _check_deadline(deadline)
             epoch = writer.epoch
-            items = _read_batch(src, settings, batch, record, absent)
+            reader = src
+            if replica:  # only after the epoch is taken: see replica.py
+                reader = replica.for_batch()
+                record.stage = f"running the listing query on {reader.where} (batch {number})"
+            items = _read_batch(reader, settings, batch, record, absent)
             if not record.read and not any(payload for _, payload in items):
                 # Deleting every listing because the query matched nothing is far more
                 # likely a broken listing_query than a shop whose hot products all vanished.

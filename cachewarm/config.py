@@ -59,6 +59,9 @@ class MySQLSettings:
     ssl_cert: str | None = None
     ssl_key: str | None = None
     ssl_verify_identity: bool = False
+    # A replica for the warm's hot and listing queries; same user, password and TLS.
+    replica_url: str = ""
+    replica_max_wait: float = 1.0  # seconds a batch waits for the replica, then reads the primary
 
 
 @dataclass(frozen=True)
@@ -403,6 +406,14 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{s.source}: {message}")
     mysql_target(s.mysql)
     redis_target(s.redis)
+    if s.mysql.replica_url:
+        if _split_password(s.mysql.replica_url)[1] is not None:
+            raise ConfigError(
+                "[mysql] replica_url must not carry a password; the replica uses [mysql] password"
+            )
+        mysql_target(replace(s.mysql, url=s.mysql.replica_url))
+    if s.mysql.replica_max_wait < 0:
+        raise ConfigError(f"{s.source}: [mysql] replica_max_wait must not be negative")
 
 
 def require_queries(s: Settings) -> None:

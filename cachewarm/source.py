@@ -227,6 +227,17 @@ class Source:
         with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
             return str(cur.fetchone()[0])
 
+    def gtid_position(self) -> str:
+        """MariaDB's GTID position of everything committed here so far."""
+        with self._query("SELECT @@gtid_binlog_pos", "SELECT @@GLOBAL.gtid_binlog_pos", {}) as cur:
+            return str(cur.fetchone()[0])
+
+    def wait_for_gtid(self, position: str, timeout: float) -> bool:
+        """On a replica: wait until it has applied `position`; False after `timeout` s."""
+        sql = "SELECT MASTER_GTID_WAIT(%(pos)s, %(timeout)s)"
+        with self._query("MASTER_GTID_WAIT", sql, {"pos": position, "timeout": timeout}) as cur:
+            return int(cur.fetchone()[0]) == 0
+
     def ids_for(self, query: str, ids: Sequence[int]) -> set[int]:
         """Product ids a query maps other rows' keys to (`[follow] queries`)."""
         with self._query("follow query", query, {"ids": IdList(ids)}) as cur:

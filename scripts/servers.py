@@ -8,6 +8,8 @@ Library use::
     db = start_mariadb(tmp / "mariadb")   # db.url == "mysql://root@127.0.0.1:PORT"
     rd = start_redis(tmp / "redis")       # rd.url == "redis://127.0.0.1:PORT/0"
     db.kill(); db.restart()               # fault injection, same port and data
+    primary = start_mariadb(tmp / "p", server_id=1)  # with a ROW binlog
+    replica = start_replica(tmp / "r", primary, server_id=2)
     db.stop(); rd.stop()
 
 CLI use (servers outlive the script; pids are recorded in DIR/servers.json)::
@@ -329,6 +331,44 @@ def _binlog_args(base_dir: Path, server_id: int) -> list[str]:
         "--binlog-row-image=FULL",
         "--binlog-row-metadata=FULL",
     ]
+
+
+def start_replica(base_dir: Path, primary: Server, server_id: int) -> Server:
+    """A MariaDB replicating everything in `primary`'s binlog by GTID, from its start.
+
+    `primary` must have been started with a `server_id`; the replica has its own binlog
+    too. Returns once both replication threads run.
+    """
+    replica = start_mariadb(base_dir, server_id=server_id)
+    try:
+        conn = pymysql.connect(host=replica.host, port=replica.port, user="root", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER='root', "
+                    "MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos",
+                    (primary.host, primary.port),
+                )
+                cur.execute("START SLAVE")
+                deadline = time.monotonic() + START_TIMEOUT
+                while True:
+                    cur.execute("SHOW SLAVE STATUS")
+                    names = [d[0] for d in cur.description or ()]
+                    status = dict(zip(names, cur.fetchone() or (), strict=False))
+                    if status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes":
+                        break
+                    if time.monotonic() > deadline:
+                        raise ServerError(
+                            f"replica on port {replica.port} not replicating: "
+                            f"{status.get('Last_IO_Error') or status.get('Last_SQL_Error')}"
+                        )
+                    time.sleep(0.1)
+        finally:
+            conn.close()
+    except BaseException:
+        replica.stop()
+        raise
+    return replica
 
 
 def _mariadb_server(

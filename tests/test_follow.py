@@ -104,7 +104,7 @@ def make_config(shop: str, redis_url: str, key_prefix: str, tmp_path: Path) -> M
         }
         for name, value in overrides.items():
             section, _, key = name.partition("_")
-            if section in ("warm", "mysql", "run", "keys") and key:
+            if section in ("warm", "mysql", "redis", "run", "keys") and key:
                 sections[section][key] = value
             else:
                 sections["follow"][name] = value
@@ -635,6 +635,25 @@ def test_reconnects_after_mysql_restarts_and_misses_nothing(
         server.stop()
 
 
+def test_reconnects_after_redis_restarts_and_misses_nothing(
+    make_config: MakeConfig, db: Connection, redis_server: servers.Server
+) -> None:
+    s = load_settings(make_config(redis_url=redis_server.url, max_outage=60.0), env={})
+    client = redis.Redis.from_url(redis_server.url)
+    keys = keys_of(s)
+    try:
+        a, b = cached_hot_ids(s, client, 2)
+        with following(s, from_now=True):
+            redis_server.kill()
+            sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (a,))
+            wait_for("the follower to notice", lambda: state(s)["last_error"], 30)
+            redis_server.start()  # empty: only a replayed invalidation can stamp `a` again
+            sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (b,))
+            wait_for("both edits applied after the restart", _tombstoned(client, keys, [a, b]), 60)
+    finally:
+        client.close()
+
+
 def test_gives_up_after_max_outage_with_one_line(make_config: MakeConfig, tmp_path: Path) -> None:
     server = servers.start_mariadb(tmp_path / "own", server_id=3)
     try:
@@ -656,3 +675,98 @@ def test_systemd_unit_runs_follow_and_restarts_on_failure() -> None:
     unit = (Path(__file__).parent.parent / "deploy" / "cachewarm-follow.service").read_text()
     assert "ExecStart=" in unit and " follow" in unit
     assert "Restart=on-failure" in unit
+
+
+# --- 7. a replica for the warm's reads ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(primary URL, replica URL) of a seeded shop replicated by GTID."""
+    base = tmp_path_factory.mktemp("replicated")
+    primary = servers.start_mariadb(base / "primary", server_id=11)
+    try:
+        replica = servers.start_replica(base / "replica", primary, server_id=12)
+        try:
+            shop_seed.seed(f"{primary.url}/shop", PRODUCTS)
+            yield f"{primary.url}/shop", f"{replica.url}/shop"
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
+
+
+def _caught_up(primary: Connection, replica: Connection) -> None:
+    with primary.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        position = _one(cur)
+    with replica.cursor() as cur:
+        cur.execute("SELECT MASTER_GTID_WAIT(%s, 30)", (position,))
+        assert _one(cur) == 0
+
+
+@pytest.fixture
+def replica_pair(replicated: tuple[str, str]) -> Iterator[tuple[Connection, Connection]]:
+    primary = shop_seed.connect(replicated[0], local_infile=False)
+    replica = shop_seed.connect(replicated[1], local_infile=False)
+    try:
+        _caught_up(primary, replica)
+        yield primary, replica
+    finally:
+        with replica.cursor() as cur:
+            cur.execute("START SLAVE SQL_THREAD")
+        primary.close()
+        replica.close()
+
+
+def test_warm_reads_listings_from_a_caught_up_replica(
+    make_config: MakeConfig,
+    replicated: tuple[str, str],
+    replica_pair: tuple[Connection, Connection],
+    redis_client: redis.Redis,
+) -> None:
+    _, replica = replica_pair
+    s = load_settings(make_config(mysql_url=replicated[0], mysql_replica_url=replicated[1]), env={})
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    sql(replica, "SET SESSION sql_log_bin = 0")
+    sql(replica, "UPDATE products SET name = 'only on the replica' WHERE id = %s", (product,))
+    try:
+        cw.warm(s, full=True)
+        listing = json.loads(redis_client.get(keys_of(s).product(product)) or b"{}")
+        assert listing["name"] == "only on the replica"
+    finally:
+        sql(replica, "UPDATE products SET name = 'restored' WHERE id = %s", (product,))
+
+
+def test_lagging_replica_never_refills_or_warms_an_old_row(
+    make_config: MakeConfig,
+    replicated: tuple[str, str],
+    replica_pair: tuple[Connection, Connection],
+    redis_client: redis.Redis,
+) -> None:
+    primary, replica = replica_pair
+    s = load_settings(
+        make_config(
+            mysql_url=replicated[0],
+            mysql_replica_url=replicated[1],
+            mysql_replica_max_wait=0.2,
+            rewarm=True,
+        ),
+        env={},
+    )
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    key = keys_of(s).product(product)
+    sql(replica, "STOP SLAVE SQL_THREAD")
+    with following(s, from_now=True):
+        sql(primary, "UPDATE products SET name = 'fresh' WHERE id = %s", (product,))
+        wait_for(
+            "the follower's refill from the primary",
+            lambda: json.loads(redis_client.get(key) or b"{}").get("name") == "fresh",
+            GONE_WITHIN_S,
+        )
+    record = cw.warm(s, full=True)  # the replica still has the old name
+    assert record.status == "ok"
+    assert json.loads(redis_client.get(key) or b"{}")["name"] == "fresh"
+    with replica.cursor() as cur:
+        cur.execute("SELECT name FROM products WHERE id = %s", (product,))
+        assert _one(cur) != "fresh", "the replica caught up: the lag was not exercised"
