@@ -20,6 +20,7 @@ Results go to bench/results/<date>-follow.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import pymysql
 import redis
+import redis.exceptions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "scripts")]
@@ -163,11 +165,12 @@ def latency(
     deleted: dict[bytes, float] = {}
 
     def listen() -> None:
-        for message in pubsub.listen():
-            if message["type"] == "pmessage":
-                deleted[message["data"]] = time.monotonic()
-            if stop.is_set():
-                return
+        with contextlib.suppress(redis.exceptions.ConnectionError):  # closed at the end
+            for message in pubsub.listen():
+                if message["type"] == "pmessage":
+                    deleted[message["data"]] = time.monotonic()
+                if stop.is_set():
+                    return
 
     stop = threading.Event()
     listener = threading.Thread(target=listen, daemon=True)
@@ -213,6 +216,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cwbench-follow-") as tmp:
         work = Path(tmp)
         db = servers.start_mariadb(work / "db", server_id=1)
@@ -243,7 +247,9 @@ def main() -> int:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {args.products} products.",
-        f"Command: `{' '.join(['bench/follow.py', *sys.argv[1:]])}`",
+        f"Command: `{' '.join(['bench/follow.py', *sys.argv[1:]])}`. Load average (1 min)"
+        f" before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        " (above ~0.5 other work shared the machine and every figure is pessimistic).",
         "",
         "| measure | value |",
         "|---|---:|",
