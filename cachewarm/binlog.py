@@ -174,7 +174,9 @@ def check_preconditions(
     grants = " ".join(str(row[0]).upper() for row in ctl.rows("SHOW GRANTS FOR CURRENT_USER()"))
     everything = re.search(r"GRANT ALL PRIVILEGES ON \*\.\* ", grants) is not None
     for grant, spellings in GRANTS.items():
-        if not everything and not any(s in grants for s in spellings):
+        # Whole privilege names only: REPLICATION SLAVE ADMIN is not REPLICATION SLAVE.
+        held = (re.search(rf"(?:GRANT |, ){s}(?:,| ON )", grants) for s in spellings)
+        if not everything and not any(held):
             raise BinlogUnfit(f"the follower's MySQL user lacks the {grant} grant on *.*")
     db = schema(settings)
     for table in (*tables, *query_tables):

@@ -119,7 +119,7 @@ class FollowSettings:
     max_delay: float = 0.1  # seconds a changed id may wait to be batched
     max_batch: int = 10_000  # ids per invalidation batch
     max_outage: float = 300.0  # seconds MySQL or Redis may stay unreachable before exiting
-    metrics_file: str = ""  # Prometheus textfile for the follower; "" = none
+    metrics_textfile: str = ""  # the follower's Prometheus textfile; "" = none
 
 
 @dataclass(frozen=True)

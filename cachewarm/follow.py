@@ -223,8 +223,11 @@ class _Follower:
         self.client = sink.connect(self.settings.redis)
         if self.queries:
             self.src = source.Source(self.settings.mysql)
-            for query in self.queries.values():  # a broken query fails now, not mid-stream
-                self.src.ids_for(query, [0])
+            for table, query in self.queries.items():  # a broken one fails now, not mid-stream
+                try:
+                    self.src.ids_for(query, [0])
+                except SourceError as exc:
+                    raise SourceError(f"[follow] queries.{table}: {exc}") from None
         if resync:
             position = self.ctl.current()
             self._resync()
@@ -318,7 +321,7 @@ class _Follower:
                 message = exc_line(exc)
                 now = time.time()  # the clock saved_at is on
                 if outage_since is None or self.saved_at > outage_since:
-                    outage_since = now  # a new outage: the last one ended with a checkpoint
+                    outage_since, backoff = now, 0.5  # new: the last one ended in a checkpoint
                 limit = self.settings.follow.max_outage
                 if now - outage_since > limit:
                     failed = SinkError if isinstance(exc, SinkError) else SourceError
@@ -332,8 +335,6 @@ class _Follower:
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-            else:
-                backoff = 0.5
 
     def _stream(self) -> None:
         assert self.saved is not None
@@ -430,7 +431,7 @@ class _Follower:
         self.saved, self.saved_at = position, time.time()
         self.totals.position = position
         save_state(self.path, self._state())
-        if self.settings.follow.metrics_file:
+        if self.settings.follow.metrics_textfile:
             self._write_metrics()
 
     def _state(self) -> dict[str, Any]:
@@ -462,7 +463,7 @@ class _Follower:
         labels = {"prefix": self.settings.keys.prefix, "version": str(self.settings.keys.version)}
         try:
             metrics.write_gauges(
-                Path(self.settings.follow.metrics_file),
+                Path(self.settings.follow.metrics_textfile),
                 labels,
                 [
                     ("cachewarm_follow_lag_seconds", "Binlog lag of the follower.", self.lag_s),
@@ -485,7 +486,7 @@ class _Follower:
             )
         except OSError as exc:
             self.log.warning(
-                "metrics.unwritable", path=self.settings.follow.metrics_file, error=str(exc)
+                "metrics.unwritable", path=self.settings.follow.metrics_textfile, error=str(exc)
             )
 
     def _drop_connections(self) -> None:

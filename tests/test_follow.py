@@ -34,7 +34,7 @@ import cachewarm as cw
 from cachewarm import follow
 from cachewarm.binlog import default_server_id
 from cachewarm.config import Settings, load_settings
-from cachewarm.errors import BinlogUnfit, ConfigError, LostPosition
+from cachewarm.errors import BinlogUnfit, ConfigError, LostPosition, SourceError
 from cachewarm.keys import Keys
 from cachewarm.runlog import RunRecord
 
@@ -522,6 +522,7 @@ def test_unfit_binlog_settings_are_one_line_errors(
     ("grants", "missing"),
     [
         ("SELECT ON *.*", "REPLICATION SLAVE"),
+        ("SELECT, REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.*", "REPLICATION SLAVE"),
         ("SELECT, REPLICATION SLAVE ON *.*", "REPLICATION CLIENT"),
         ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*", "SELECT"),
     ],
@@ -581,6 +582,20 @@ def test_query_without_ids_placeholder_is_a_config_error(make_config: MakeConfig
         follow.follow(s)
 
 
+def test_broken_mapping_query_fails_at_start_naming_it(make_config: MakeConfig) -> None:
+    bad = {"categories": "SELECT nope FROM products WHERE category_id IN %(ids)s"}
+    s = load_settings(make_config(queries=bad), env={})
+    with pytest.raises(SourceError, match=r"\[follow\] queries\.categories: .*nope"):
+        follow.follow(s, from_now=True)
+
+
+def test_mapping_from_the_environment_must_be_a_json_object(make_config: MakeConfig) -> None:
+    with pytest.raises(ConfigError, match="CACHEWARM_FOLLOW_TABLES: expected a JSON object"):
+        load_settings(make_config(), env={"CACHEWARM_FOLLOW_TABLES": "products=id"})
+    s = load_settings(make_config(), env={"CACHEWARM_FOLLOW_TABLES": '{"products": "id"}'})
+    assert s.follow.tables == {"products": "id"}
+
+
 def test_unknown_mapping_column_names_the_table(make_config: MakeConfig) -> None:
     s = load_settings(make_config(tables={"products": "product_id"}), env={})
     with pytest.raises(BinlogUnfit, match="products has no column 'product_id'"):
@@ -594,7 +609,7 @@ def test_status_shows_the_follower_and_metrics_are_written(
     make_config: MakeConfig, db: Connection, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     metrics = tmp_path / "follow.prom"
-    s = load_settings(make_config(metrics_file=str(metrics)), env={})
+    s = load_settings(make_config(metrics_textfile=str(metrics)), env={})
     (product,) = cached_hot_ids(s, redis_client, 1)
     with following(s, from_now=True):
         sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
