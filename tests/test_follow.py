@@ -481,10 +481,8 @@ def test_first_start_needs_a_flag_and_from_now_will_not_skip_a_checkpoint(
 # --- 5. preconditions ---------------------------------------------------------------------
 
 
-def test_binlog_off_is_a_one_line_error(
-    make_config: MakeConfig, mysql_url: str, shop_db: Any
-) -> None:
-    """The session's ordinary MariaDB runs with --skip-log-bin."""
+def test_binlog_off_is_a_one_line_error(make_config: MakeConfig, shop_db: Any) -> None:
+    """The suite's ordinary MariaDB (mysql_url) runs with --skip-log-bin."""
     done = cachewarm("--config", str(make_config(mysql_url=shop_db.url)), "follow", "--from-now")
     assert done.returncode == 2
     assert "binary log is off" in one_line(done.stderr)
