@@ -265,8 +265,10 @@ def _print_status(report: dict[str, Any]) -> None:
         click.echo("hot list: not published")
     f = report["follower"]
     if f:
+        running = f["running"]
         click.echo(
-            f"follower: at {f['position']['file']}:{f['position']['pos']}, "
+            f"follower: {'running, pid ' + str(running.get('pid')) if running else 'stopped'}, "
+            f"at {f['position']['file']}:{f['position']['pos']}, "
             f"checkpoint {f['age_s']:.0f} s ago, lag {f['lag_s']:.1f} s, "
             f"last event {_utc(f['last_event_at'])}, last error: {f['last_error'] or 'none'}"
         )

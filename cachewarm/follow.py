@@ -111,6 +111,7 @@ def follower_status(settings: Settings) -> dict[str, Any] | None:
     if state is None:
         return None
     state["path"] = str(settings.follow_checkpoint)
+    state["running"] = lock.file_lock_holder(lockfile(settings))
     state["age_s"] = round(time.time() - float(state.get("saved_at", 0)), 1)
     return state
 
@@ -159,15 +160,24 @@ def follow(
         rewarm=settings.follow.rewarm if rewarm is None else rewarm,
         stop=stop or threading.Event(),
     )
-    try:
-        follower.start(from_now=from_now, resync=resync)
-        follower.run()
-    except CachewarmError as exc:
-        follower.record_error(str(exc))
-        raise
-    finally:
-        follower.close()
+    path = lockfile(settings)
+    ensure_private_dir(path.parent, f"follow lockfile {path}")
+    with lock.file_lock(path, follower.record.run_id):  # one follower per checkpoint
+        try:
+            follower.start(from_now=from_now, resync=resync)
+            follower.run()
+        except CachewarmError as exc:
+            follower.record_error(str(exc))
+            raise
+        finally:
+            follower.close()
     return follower.totals
+
+
+def lockfile(settings: Settings) -> Path:
+    """Held while a follower runs: a second one exits 75, `status` names the holder."""
+    checkpoint = settings.follow_checkpoint
+    return checkpoint.with_name(checkpoint.name + ".lock")
 
 
 @dataclass

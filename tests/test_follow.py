@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import signal
 import threading
@@ -34,7 +35,7 @@ import cachewarm as cw
 from cachewarm import follow
 from cachewarm.binlog import default_server_id
 from cachewarm.config import Settings, load_settings
-from cachewarm.errors import BinlogUnfit, ConfigError, LostPosition, SourceError
+from cachewarm.errors import BinlogUnfit, ConfigError, LockHeld, LostPosition, SourceError
 from cachewarm.keys import Keys
 from cachewarm.runlog import RunRecord
 
@@ -612,14 +613,19 @@ def test_status_shows_the_follower_and_metrics_are_written(
     with following(s, from_now=True):
         sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
         wait_for("the edit applied", gone(redis_client, s, product), GONE_WITHIN_S)
+        with pytest.raises(LockHeld, match=r"follow\.json\.lock"):  # one follower at a time
+            follow.follow(s)
+        running = json.loads(cachewarm("--config", s.source, "status", "--json").stdout)
+        assert running["follower"]["running"]["pid"] == os.getpid()
     done = cachewarm("--config", s.source, "status", "--json")
     assert done.returncode == 0, done.stderr
     follower = json.loads(done.stdout)["follower"]
+    assert follower["running"] is None
     assert follower["position"]["file"].startswith("binlog.")
     assert follower["invalidated"] >= 1
     assert follower["last_error"] is None
     text = cachewarm("--config", s.source, "status").stdout
-    assert "follower: at binlog." in text
+    assert "follower: stopped, at binlog." in text
     prom = metrics.read_text()
     assert "cachewarm_follow_invalidations_total{" in prom
     assert "cachewarm_follow_lag_seconds{" in prom
