@@ -41,7 +41,15 @@ from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryE
 from . import api, binlog, lock, metrics, sink, source
 from .binlog import Position
 from .config import Settings, redact_url, require_queries
-from .errors import CachewarmError, ConfigError, LockHeld, LostPosition, SinkError, SourceError
+from .errors import (
+    BinlogUnfit,
+    CachewarmError,
+    ConfigError,
+    LockHeld,
+    LostPosition,
+    SinkError,
+    SourceError,
+)
 from .keys import Keys
 from .lock import ensure_private_dir
 from .runlog import RunRecord
@@ -514,7 +522,11 @@ class _Follower:
 
 
 def _collect(event: Any, columns: dict[str, str], primary: dict[str, str], batch: _Batch) -> int:
-    """Add the product ids (or query keys) of one row event's rows; returns how many rows."""
+    """Add the product ids (or query keys) of one row event's rows; returns how many rows.
+
+    A row without the mapped column (renamed or dropped by an ALTER TABLE) stops the
+    follower before its checkpoint: skipping those rows would miss their edits.
+    """
     table = event.table
     column, key = columns.get(table), primary.get(table)
     rows = event.rows
@@ -524,12 +536,28 @@ def _collect(event: Any, columns: dict[str, str], primary: dict[str, str], batch
         )
         for values in images:
             if column is not None:
-                value = values.get(column)
+                value = values.get(column, _MISSING)
                 if type(value) is int and value >= 0:
                     batch.ids.add(value)
-            if key is not None and type(values.get(key)) is int:
-                batch.keyed.setdefault(table, set()).add(values[key])
+                elif value is _MISSING:
+                    raise _no_column(event, column, "tables")
+            if key is not None:
+                value = values.get(key, _MISSING)
+                if type(value) is int:
+                    batch.keyed.setdefault(table, set()).add(value)
+                elif value is _MISSING:
+                    raise _no_column(event, key, "queries")
     return len(rows)
+
+
+_MISSING = object()
+
+
+def _no_column(event: Any, column: str, setting: str) -> BinlogUnfit:
+    return BinlogUnfit(
+        f"[follow] {setting}: rows of {event.schema}.{event.table} have no column {column!r} "
+        "(altered?); fix the mapping and restart: the follower resumes before these rows"
+    )
 
 
 def exc_line(exc: BaseException) -> str:

@@ -282,6 +282,32 @@ def test_a_product_moved_between_categories_is_invalidated_once_by_both_images(
         wait_for("both listings to go", gone(redis_client, s, a, b), GONE_WITHIN_S)
 
 
+def test_a_renamed_mapping_column_stops_the_follower_before_the_edit(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    sql(db, "CREATE TABLE product_images (id INT PRIMARY KEY, product_id BIGINT UNSIGNED)")
+    s = load_settings(
+        _config_with(settings, tables={"products": "id", "product_images": "product_id"}), env={}
+    )
+    before: list[Any] = []
+
+    def alter_while_following() -> None:
+        with following(s, from_now=True):
+            sql(db, "ALTER TABLE product_images CHANGE product_id item_id BIGINT UNSIGNED")
+            with db.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                before.extend((cur.fetchone() or ())[:2])
+            sql(db, "INSERT INTO product_images VALUES (1, %s)", (product,))
+            wait_for("the follower to stop on the altered table", lambda: state(s)["last_error"])
+
+    with pytest.raises(BinlogUnfit, match=r"product_images have no column 'product_id'"):
+        alter_while_following()
+    saved = state(s)["position"]
+    assert (saved["file"], saved["pos"]) <= tuple(before), "checkpoint moved past the insert"
+    assert redis_client.exists(keys_of(s).product(product)) == 1
+
+
 def _config_with(s: Settings, **follow_keys: object) -> Path:
     """The same config file with some [follow] keys replaced."""
     path = Path(s.source)
