@@ -267,6 +267,17 @@ def test_category_change_invalidates_every_product_in_it_through_queries(
     assert redis_client.exists(*(keys.product(i) for i in elsewhere)) == len(elsewhere)
 
 
+def test_other_tables_are_filtered_out_by_the_reader(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    with following(settings, from_now=True):
+        sql(db, "UPDATE order_lines SET qty = qty + 1 WHERE product_id = %s", (product,))
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
+        wait_for("the product edit applied", gone(redis_client, settings, product), GONE_WITHIN_S)
+    assert state(settings)["events"] == 1, "only the products row is a watched row event"
+
+
 def test_a_product_moved_between_categories_is_invalidated_once_by_both_images(
     settings: Settings, db: Connection, redis_client: redis.Redis
 ) -> None:
@@ -491,6 +502,15 @@ def _dump_threads(conn: Connection) -> list[Any]:
             "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
         )
         return list(cur.fetchall())
+
+
+def test_checkpoint_from_another_server_is_a_lost_position(settings: Settings) -> None:
+    with following(settings, from_now=True):
+        pass
+    saved = state(settings)
+    follow.save_state(settings.follow_checkpoint, {**saved, "server_id": saved["server_id"] + 1})
+    with pytest.raises(LostPosition, match=r"server_id .*--resync"):
+        follow.follow(settings)
 
 
 def test_first_start_needs_a_flag_and_from_now_will_not_skip_a_checkpoint(
