@@ -64,8 +64,11 @@ class Reader:
         batch_size: int,
         record: RunRecord,
         deadline: float | None = None,
+        pick_source: Callable[[], Source] | None = None,
     ) -> None:
         self.src = src
+        # Called once per batch after its epoch is taken (replica.ReplicaReads.for_batch).
+        self.pick_source = pick_source
         self.query = listing_query
         self.json_columns = json_columns
         self.limit = max_payload_bytes
@@ -100,6 +103,9 @@ class Reader:
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
             epoch = target.epoch
+            if self.pick_source:
+                self.src = self.pick_source()
+                record.stage = f"running the listing query on {self.src.where} (batch {number})"
             rows_before = self.rows
             items = self.read(batch)
             if evidence is not None and self.rows == rows_before == 0:
