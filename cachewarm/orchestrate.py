@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-import redis
 import redis.exceptions
 import structlog
 
@@ -29,7 +28,6 @@ from .keys import Keys
 from .pipeline import Items, Progress, Reader, chunks
 from .runlog import RunRecord
 from .source import Source
-from .urls import redact_url
 
 log = structlog.get_logger("cachewarm")
 
@@ -51,8 +49,8 @@ def _recording(settings: Settings, command: str) -> contextlib.AbstractContextMa
 def _redis_call(where: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except redis.exceptions.RedisError as exc:
-        raise SinkError(f"Redis at {where} failed: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise SinkError(f"{where} failed: {exc}") from None
 
 
 def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float | None) -> Reader:
@@ -66,13 +64,16 @@ def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float 
     )
 
 
-def _pipe(settings: Settings, client: redis.Redis, fence: lock.Fence) -> sink.ScriptPipe:
-    return sink.ScriptPipe(
-        client,
+def _writer(
+    settings: Settings, pipe: sink.ScriptPipe, fence: lock.Fence, states: sink.SlotStates
+) -> sink.BatchWriter:
+    return sink.BatchWriter(
+        pipe,
+        settings.keys,
         fence,
+        states,
         ttl_s=settings.warm.ttl,
         jitter=settings.warm.ttl_jitter,
-        where=redact_url(settings.redis.url),
     )
 
 
@@ -86,12 +87,12 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     """
     require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
         if settings.run.lock == "file":
             record.stage = f"taking the lock {settings.lockfile}"
             fence = stack.enter_context(lock.file_lock(settings.lockfile, record.run_id))
-        record.stage = f"connecting to Redis at {where}"
+        record.stage = f"connecting to {where}"
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         if settings.run.lock == "redis":
@@ -113,8 +114,10 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         if not ids:  # never replace a non-empty hot list with nothing: likely a bad query
             log.warning("hot.empty", run_id=record.run_id, kept=keys.hot)
             return record
-        pipe = _pipe(settings, client, fence)
+        pipe = sink.ScriptPipe(client, where=where, lock_key=fence.lock_key)
         stack.callback(pipe.close)
+        record.stage = f"learning the guard's slot states from {where}"
+        writer = _writer(settings, pipe, fence, sink.learn_states(pipe, keys, ids))
         to_read: Sequence[int] = ids
         since = None if full else _since(settings, previous)
         if since is not None:
@@ -122,8 +125,8 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             changed = src.changed_ids(settings.warm.changed_query, since, len(ids))
             if changed is not None:
                 record.mode = "incremental"
-                record.stage = f"refreshing unchanged listings in Redis at {where}"
-                to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
+                record.stage = f"refreshing unchanged listings in {where}"
+                to_read = _touch_unchanged(pipe, writer, ids, changed, settings.warm.batch_size)
                 record.unchanged = len(ids) - len(to_read)
                 # Changed but not hot now: drop the old listing, or a later incremental
                 # run that finds it hot again (edit older than its watermark) would keep it.
@@ -131,11 +134,9 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 record.removed += _redis_call(
                     where, lambda: sink.delete_listings(client, keys, cold)
                 )
-        epoch = _redis_call(where, lambda: sink.read_epoch(client, keys))
-        writer = sink.BatchWriter(pipe, keys, epoch)
         reader = _reader(settings, src, record, deadline)
-        reader.run(to_read, writer, refuse_empty=True, progress=progress, where=f"Redis at {where}")
-        record.stage = f"writing to Redis at {where}"
+        reader.run(to_read, writer, refuse_empty=True, progress=progress, where=where)
+        record.stage = f"writing to {where}"
         pipe.finish()
         totals = writer.totals
         record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
@@ -146,14 +147,13 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
         hot, size = hot_json(ids, reader.absent | writer.skipped)
         sink.publish_hot(
-            client,
+            pipe,
             keys,
             fence,
             hot,
             expire_at_ms=start_ms + settings.warm.ttl * 1000,
             meta={"published_at": runlog.utc_now(), "run_id": record.run_id, "size": str(size)}
             | meta,
-            where=where,
         )
         record.hot_published = True
         log.info("hot.published", run_id=record.run_id, key=keys.hot, size=size, of=len(ids))
@@ -172,12 +172,16 @@ def _since(settings: Settings, previous: dict[str, str]) -> str | None:
 
 
 def _touch_unchanged(
-    pipe: sink.ScriptPipe, keys: Keys, ids: Sequence[int], changed: set[int], batch: int
+    pipe: sink.ScriptPipe,
+    writer: sink.BatchWriter,
+    ids: Sequence[int],
+    changed: set[int],
+    batch: int,
 ) -> array[int]:
     """Refresh TTLs of listings not changed since the watermark; return ids to re-read."""
     reread: array[int] = array("Q")
     for chunk in chunks(ids, batch):
-        sink.touch(pipe, keys, [i for i in chunk if i not in changed], reread.extend)
+        writer.touch([i for i in chunk if i not in changed], reread.extend)
         reread.extend(i for i in chunk if i in changed)
     pipe.finish()
     return reread
@@ -206,7 +210,7 @@ class DryRunReport:
 
     record: RunRecord
     keys: Keys
-    client: redis.Redis
+    client: sink.Client
     where: str
     new: int = 0
     changed: int = 0
@@ -215,9 +219,8 @@ class DryRunReport:
     bytes: int = 0
     hot_changed: bool = False
     samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
-    epoch: int = 0  # a dry run writes nothing, so it needs no invalidation guard
 
-    def send(self, epoch: int, items: Items) -> None:
+    def send(self, items: Items) -> None:
         """Compare one batch with what readers see now (MGET: no expiry is touched)."""
         ids = [i for i, _ in items]
         current = _redis_call(self.where, lambda: sink.current_values(self.client, self.keys, ids))
@@ -243,7 +246,7 @@ def dry_run(settings: Settings, *, progress: Progress | None = None) -> DryRunRe
     """Everything a warm reads, compared with Redis; no lock, no write, no expiry touched."""
     require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "dry-run") as record, contextlib.ExitStack() as stack:
         record.status = "dry-run"
         client = sink.connect(settings.redis)
@@ -281,20 +284,15 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
     if rewarm:
         require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "invalidate") as record, contextlib.ExitStack() as stack:
         result = InvalidateResult(record)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         client = sink.connect(settings.redis)
         stack.callback(client.close)
-        epoch, result.deleted = sink.invalidate(
-            client,
-            keys,
-            ids,
-            tombstone_s=settings.run.max_seconds,
-            batch=settings.warm.batch_size,
-            where=where,
-        )
+        pipe = sink.ScriptPipe(client, where=where)
+        stack.callback(pipe.close)
+        states, result.deleted = sink.invalidate(pipe, keys, ids, batch=settings.warm.batch_size)
         record.removed = result.deleted
         log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
         if rewarm:
@@ -303,11 +301,9 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
             fence = lock.Fence(
                 lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
             )
-            pipe = _pipe(settings, client, fence)
-            stack.callback(pipe.close)
-            writer = sink.BatchWriter(pipe, keys, epoch)
+            writer = _writer(settings, pipe, fence, states)
             reader = _reader(settings, src, record, None)
-            reader.run(ids, writer, refuse_empty=False, where=f"Redis at {where}")
+            reader.run(ids, writer, refuse_empty=False, where=where)
             pipe.finish()
             result.missing = [i for i in ids if i in reader.absent]
             result.rewarmed = writer.totals.written + writer.totals.unchanged

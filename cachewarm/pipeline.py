@@ -3,8 +3,8 @@
 A warm, a dry run and the refill of `invalidate --rewarm` differ only in where a batch
 goes (a fenced writer, or a comparison with what Redis holds) and in whether a batch
 with no rows at all may be taken as a broken listing query. Keeping one loop keeps
-them agreeing on what a listing is: which ids are absent, which are too large, and how
-the invalidation epoch is read before each batch's query.
+them agreeing on what a listing is: which ids are absent, which are too large, and that
+a batch is handed on only after its query (the writer's guard relies on that order).
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ Items = list[tuple[int, bytes]]  # (product id, listing JSON); b"" = no listing 
 
 
 class Target(Protocol):
-    """Where batches go. `epoch` is read before each batch's query (see sink.WRITE_SCRIPT)."""
+    """Where batches go, each right after its query (see sink.BatchWriter)."""
 
-    @property
-    def epoch(self) -> int: ...
-
-    def send(self, epoch: int, items: Items) -> None: ...
+    def send(self, items: Items) -> None: ...
 
 
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -81,7 +78,6 @@ class Reader:
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
-            epoch = target.epoch
             items = self.read(batch)
             if refuse_empty and not record.read and not any(payload for _, payload in items):
                 raise SourceError(
@@ -89,7 +85,7 @@ class Reader:
                     "refusing to delete their listings (check [warm] listing_query)"
                 )
             record.stage = f"writing batch {number} to {where}"
-            target.send(epoch, items)
+            target.send(items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
