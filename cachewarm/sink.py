@@ -189,6 +189,7 @@ TOUCH = Script.of(TOUCH_SCRIPT)
 PUBLISH = Script.of(PUBLISH_SCRIPT)
 INVALIDATE = Script.of(INVALIDATE_SCRIPT)
 ENSURE = Script.of(ENSURE_SCRIPT)
+SCRIPTS = (WRITE, TOUCH, PUBLISH, INVALIDATE, ENSURE)
 
 
 def connect(settings: RedisSettings) -> Client:
@@ -387,8 +388,26 @@ class ScriptPipe:
             node = self._nodes.get(name)
             if node is None:
                 node = self._nodes[name] = _Node(name, pool, pool.get_connection())
+                self._load_scripts(node)
             self._slot_nodes[slot] = node
         return node
+
+    def _load_scripts(self, node: _Node) -> None:
+        """SCRIPT LOAD on a node's first use, so a fresh node answers EVALSHA at once.
+
+        A refusal (an ACL without SCRIPT, say) is left to the NOSCRIPT fallback.
+        """
+        try:
+            node.conn.send_packed_command(
+                [chunk for s in SCRIPTS for chunk in _pack([b"SCRIPT", b"LOAD", s.body])]
+            )
+            for _ in SCRIPTS:
+                try:
+                    node.conn.read_response()
+                except redis.exceptions.ResponseError:
+                    continue
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(node, exc) from None
 
     def _pool_for(self, slot: int) -> tuple[redis.ConnectionPool, str]:
         if isinstance(self._client, RedisCluster):

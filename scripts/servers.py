@@ -469,7 +469,7 @@ def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
         )
         if done.returncode != 0:
             raise ServerError(f"redis-cli --cluster create failed:\n{done.stdout[-3000:]}")
-        _wait_cluster_ok(nodes)
+        wait_cluster_ok(nodes)
     except BaseException:
         for node in nodes:
             node.stop()
@@ -492,7 +492,7 @@ def _free_cluster_port() -> int:
     raise ServerError("no free port pair for a cluster node")
 
 
-def _wait_cluster_ok(nodes: Sequence[Server]) -> None:
+def wait_cluster_ok(nodes: Sequence[Server]) -> None:
     """Every node says cluster_state:ok and knows every other node."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

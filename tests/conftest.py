@@ -148,6 +148,8 @@ _FIELD_SECTIONS = {
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -202,3 +204,6 @@ def make_config(
 def make_settings(make_config: Callable[..., Path]) -> Callable[..., Settings]:
     """Settings loaded exactly as the CLI would load make_config's file."""
     return lambda **overrides: load_settings(make_config(**overrides), env={})
+
+
+pytest_plugins = ["topologies"]  # cluster and sentinel fixtures
