@@ -101,6 +101,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 lock.redis_lock(client, keys.lock, record.run_id, ttl_s=settings.run.lock_ttl)
             )
         deadline = time.monotonic() + settings.run.max_seconds
+        master = _redis_call(where, lambda: sink.master_address(client))
         start_ms = _redis_call(where, lambda: sink.server_time_ms(client))
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
         previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
@@ -143,6 +144,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.removed, record.bytes = record.removed + totals.removed, totals.bytes
         record.skipped_invalidated = len(writer.skipped)
         record.stage = f"publishing {keys.hot}"
+        _redis_call(where, lambda: sink.check_master(client, master, where))
         meta = {"mode": record.mode, "watermark": watermark}
         meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
         hot, size = hot_json(ids, reader.absent | writer.skipped)

@@ -38,7 +38,7 @@ import redis
 import redis.exceptions
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .config import RedisSettings
 from .errors import DeadlineExceeded, LockLost, SinkError
@@ -245,6 +245,29 @@ def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.R
     )
     master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call]
     return master
+
+
+def master_address(client: Client) -> tuple[str, int] | None:
+    """Where the sentinels say the master is now (None without Sentinel)."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+    return str(host), int(port)
+
+
+def check_master(client: Client, since: tuple[str, int] | None, where: str) -> None:
+    """Refuse to publish if a failover moved the master while this run wrote.
+
+    Until Sentinel demotes it, the old master still takes writes, which the new one
+    never sees: a hot list published there would be lost with them.
+    """
+    now = master_address(client)
+    if now != since and since is not None and now is not None:
+        raise SinkError(
+            f"{where}: the master moved from {since[0]}:{since[1]} to {now[0]}:{now[1]} "
+            "during the run (failover); hot list not published"
+        )
 
 
 def describe(settings: RedisSettings) -> str:

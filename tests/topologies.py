@@ -117,3 +117,18 @@ class SlotMove:
                 client.close()
         self._src.close()
         self._dst.close()
+
+
+@pytest.fixture(scope="session")
+def shared_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RedisSentinel]:
+    """A Sentinel setup no test fails over: for the guarantee tests run through Sentinel."""
+    setup = servers.start_redis_sentinel(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+def sentinel_settings(setup: servers.RedisSentinel) -> dict[str, object]:
+    """make_config keywords that reach `setup`'s master through its sentinels."""
+    return {"mode": "sentinel", "sentinels": setup.seeds, "service_name": setup.service_name}
