@@ -30,7 +30,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +171,7 @@ STATE_TTL_MS = 7 * 24 * 3600 * 1000
 ENSURE_CHUNK = 4096  # state keys per script on one Redis
 REDIRECTS = 8  # MOVED/ASK/TRYAGAIN hops for one call before the run gives up
 TRYAGAIN_PAUSE_S = 0.05
+COPY_LIMIT = 1 << 20  # arguments this large (a big hot list) are sent without a copy
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,23 @@ def _pack(args: Sequence[bytes | bytearray]) -> list[bytes | bytearray]:
     return chunks
 
 
+def _coalesce(chunks: list[bytes | bytearray]) -> list[bytes | bytearray]:
+    """Runs of small chunks joined (one sendall each), large ones passed uncopied."""
+    out: list[bytes | bytearray] = []
+    small: list[bytes | bytearray] = []
+    for chunk in chunks:
+        if len(chunk) < COPY_LIMIT:
+            small.append(chunk)
+        else:
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(chunk)
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
 Reply = Callable[[Any], None]
 
 
@@ -317,6 +335,7 @@ class Call:
     keys: Sequence[bytes]
     args: Sequence[bytes | bytearray]
     on_reply: Reply
+    bulky: bool = False  # an argument too large to copy into a send buffer (the hot list)
 
     def command(self, *, by_sha: bool) -> list[bytes | bytearray]:
         head = [b"EVALSHA", self.script.sha] if by_sha else [b"EVAL", self.script.body]
@@ -375,10 +394,14 @@ class ScriptPipe:
             node = self._node(call.slot)
             if not node.out:
                 touched.append(node)
-            node.out += _pack(call.command(by_sha=True))
+            packed = _pack(call.command(by_sha=True))
+            if call.bulky:
+                node.out += packed
+            else:
+                node.out.append(b"".join(packed))
             self._pending.append((self._batch, node, call))
         for node in touched:
-            out, node.out = node.out, []
+            out, node.out = _coalesce(node.out), []
             try:
                 node.conn.send_packed_command(out, check_health=False)
             except redis.exceptions.RedisError as exc:
@@ -600,38 +623,38 @@ class BatchWriter:
         self._jitter_ms = int(ttl_s * 1000 * jitter)
         self.totals = WriteTotals()
         self.skipped: set[int] = set()  # invalidated (or state unknown) while being read
+        self._state_names = [keys.slot_state(slot).encode() for slot in range(SLOTS)]
 
-    def spread(self) -> list[bytes]:
-        return [
-            b"%d" % self._ttl_ms,
-            b"%d" % self._jitter_ms,
-            b"%d" % random.randrange(self._jitter_ms + 1),
-        ]
+    def spread(self, calls: int) -> Iterator[list[bytes]]:
+        """ARGV 4-6 for each of `calls` calls: TTL, jitter, and an offset that differs per call."""
+        ttl, jitter = b"%d" % self._ttl_ms, b"%d" % self._jitter_ms
+        base, width = random.randrange(self._jitter_ms + 1), self._jitter_ms + 1
+        for k in range(calls):
+            yield [ttl, jitter, b"%d" % ((base + k * 7907) % width)]
 
     def send(self, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue one batch of (id, payload); an empty payload deletes the listing."""
         if not items:
             return
-        product, state_key, known = self._keys.product, self._keys.slot_state, self._states.known
+        product, state_names, known = self._keys.product, self._state_names, self._states.known
         names = [product(i).encode() for i, _ in items]
         slots = [key_slot(name) for name in names]
-        lock_keys, fence_args = (
-            self._pipe.fence_keys(self._fence),
-            self._pipe.fence_args(self._fence),
-        )
+        pipe = self._pipe
+        lock_keys, fence_args = pipe.fence_keys(self._fence), pipe.fence_args(self._fence)
+        tail = [b"%d" % STATE_TTL_MS, self._states.fresh()]
+        groups = pipe.groups(slots)
         calls = []
-        for group in self._pipe.groups(slots):
-            keys, args = list(lock_keys), [*fence_args, *self.spread()]
-            args += (b"%d" % STATE_TTL_MS, self._states.fresh())
+        for group, spread in zip(groups, self.spread(len(groups)), strict=True):
+            keys = list(lock_keys)
+            args: list[bytes | bytearray] = [*fence_args, *spread, *tail]
             for i in group:
                 payload = items[i][1]
-                keys += (names[i], state_key(slots[i]).encode())
+                keys += (names[i], state_names[slots[i]])
                 args += (known[slots[i]], payload)
                 self.totals.bytes += len(payload)
-            calls.append(
-                Call(WRITE, slots[group[0]], keys, args, self._collector(items, slots, group))
-            )
-        self._pipe.send(calls)
+            collect = self._collector(items, slots, group)
+            calls.append(Call(WRITE, slots[group[0]], keys, args, collect))
+        pipe.send(calls)
 
     def _collector(
         self, items: Sequence[tuple[int, bytes]], slots: list[int], group: list[int]
@@ -656,13 +679,14 @@ class BatchWriter:
         slots = [key_slot(name) for name in names]
         pipe, fence = self._pipe, self._fence
         calls = []
-        for group in pipe.groups(slots):
+        groups = pipe.groups(slots)
+        for group, spread in zip(groups, self.spread(len(groups)), strict=True):
 
             def collect(reply: list[int], group: list[int] = group) -> None:
                 on_missing([ids[group[i - 1]] for i in reply])
 
             keys = pipe.fence_keys(fence) + [names[i] for i in group]
-            args = [*pipe.fence_args(fence), *self.spread()]
+            args = [*pipe.fence_args(fence), *spread]
             calls.append(Call(TOUCH, slots[group[0]], keys, args, collect))
         pipe.send(calls)
 
@@ -702,6 +726,7 @@ def publish_hot(
             *(part.encode() for pair in meta.items() for part in pair),
         ],
         lambda _: None,
+        bulky=True,
     )
     pipe.run([call])
 
