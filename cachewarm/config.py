@@ -337,12 +337,12 @@ def _check_redis_mode(s: Settings) -> None:
             '[redis] sentinels and service_name apply only to mode = "sentinel"',
         ),
         (
-            r.mode != "cluster" or database in ("", "0"),
-            f"[redis] url names database {database}; a Redis Cluster has only database 0",
-        ),
-        (
             r.mode != "cluster" or not r.url.startswith("unix:"),
             "[redis] url must be redis:// or rediss:// for a Redis Cluster",
+        ),
+        (
+            r.mode != "cluster" or database in ("", "0"),
+            f"[redis] url names database {database}; a Redis Cluster has only database 0",
         ),
         (
             r.mode != "sentinel" or bool(r.sentinels),
