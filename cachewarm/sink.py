@@ -184,6 +184,10 @@ class Script:
         body = text.encode()
         return cls(body, hashlib.sha1(body, usedforsecurity=False).hexdigest().encode())
 
+    def head(self, *, by_sha: bool) -> bytes:
+        """The RESP of `EVALSHA sha` or `EVAL body`, the first two arguments of a call."""
+        return _arg(b"EVALSHA") + _arg(self.sha) if by_sha else _arg(b"EVAL") + _arg(self.body)
+
 
 WRITE = Script.of(WRITE_SCRIPT)
 TOUCH = Script.of(TOUCH_SCRIPT)
@@ -306,6 +310,26 @@ def _pack(args: Sequence[bytes | bytearray]) -> list[bytes | bytearray]:
     return chunks
 
 
+def _arg(value: bytes | bytearray) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _pack_args(values: Iterable[bytes | bytearray]) -> list[bytes | bytearray]:
+    """RESP of these arguments: small ones joined, a large one (a hot list) left uncopied."""
+    chunks: list[bytes | bytearray] = []
+    small: list[bytes] = []
+    for value in values:
+        if len(value) < COPY_LIMIT:
+            small.append(_arg(value))
+        else:
+            chunks += (b"".join(small), b"$%d\r\n" % len(value), value, b"\r\n")
+            small = []
+    if small:
+        chunks.append(b"".join(small))
+    return chunks
+
+
 def _coalesce(chunks: list[bytes | bytearray]) -> list[bytes | bytearray]:
     """Runs of small chunks joined (one sendall each), large ones passed uncopied."""
     out: list[bytes | bytearray] = []
@@ -328,18 +352,32 @@ Reply = Callable[[Any], None]
 
 @dataclass
 class Call:
-    """One script call: the slot its keys are in, what to send, who gets the reply."""
+    """One script call: the slot its keys are in, what to send, who gets the reply.
+
+    `body` is the RESP of everything after the script (numkeys, keys, args), packed
+    once: only the head differs between EVALSHA and a re-sent EVAL.
+    """
 
     script: Script
     slot: int
-    keys: Sequence[bytes]
-    args: Sequence[bytes | bytearray]
+    count: int  # arguments in body
+    body: list[bytes | bytearray]
     on_reply: Reply
-    bulky: bool = False  # an argument too large to copy into a send buffer (the hot list)
+
+    @classmethod
+    def of(
+        cls,
+        script: Script,
+        slot: int,
+        keys: Sequence[bytes],
+        args: Sequence[bytes | bytearray],
+        on_reply: Reply,
+    ) -> Call:
+        values = [b"%d" % len(keys), *keys, *args]
+        return cls(script, slot, len(values), _pack_args(values), on_reply)
 
     def command(self, *, by_sha: bool) -> list[bytes | bytearray]:
-        head = [b"EVALSHA", self.script.sha] if by_sha else [b"EVAL", self.script.body]
-        return [*head, b"%d" % len(self.keys), *self.keys, *self.args]
+        return [b"*%d\r\n" % (self.count + 2), self.script.head(by_sha=by_sha), *self.body]
 
 
 @dataclass
@@ -350,6 +388,7 @@ class _Node:
     pool: redis.ConnectionPool
     conn: Any  # a redis.connection.Connection; get_connection and release disagree on its type
     out: list[bytes | bytearray] = field(default_factory=list)
+    bulky: bool = False  # out holds a chunk too large to copy
 
 
 class ScriptPipe:
@@ -368,6 +407,7 @@ class ScriptPipe:
         self._slot_nodes: list[_Node | None] = [None] * SLOTS
         self._pending: deque[tuple[int, _Node, Call]] = deque()
         self._batch = 0
+        self._heads = {script: script.head(by_sha=True) for script in SCRIPTS}
 
     def groups(self, slots: Sequence[int]) -> list[list[int]]:
         """Positions of `slots` that may share a script: all on one Redis, per slot on a cluster."""
@@ -394,14 +434,12 @@ class ScriptPipe:
             node = self._node(call.slot)
             if not node.out:
                 touched.append(node)
-            packed = _pack(call.command(by_sha=True))
-            if call.bulky:
-                node.out += packed
-            else:
-                node.out.append(b"".join(packed))
+            node.out += (b"*%d\r\n" % (call.count + 2), self._heads[call.script], *call.body)
+            node.bulky = node.bulky or len(call.body) > 1
             self._pending.append((self._batch, node, call))
         for node in touched:
-            out, node.out = _coalesce(node.out), []
+            out = _coalesce(node.out) if node.bulky else [b"".join(node.out)]
+            node.out, node.bulky = [], False
             try:
                 node.conn.send_packed_command(out, check_health=False)
             except redis.exceptions.RedisError as exc:
@@ -498,7 +536,7 @@ class ScriptPipe:
             )
             conn = pool.get_connection()
             try:
-                command = _pack(call.command(by_sha=False))
+                command = call.command(by_sha=False)
                 conn.send_packed_command(  # type: ignore[no-untyped-call]
                     [*_pack([b"ASKING"]), *command] if asking else command
                 )
@@ -575,6 +613,7 @@ def learn_states(pipe: ScriptPipe, keys: Keys, ids: Sequence[int] | None = None)
     slots: Sequence[int] = range(SLOTS)
     if ids is not None and len(ids) < SLOTS:
         slots = sorted({key_slot(keys.product(i).encode()) for i in ids})
+    fresh = states.fresh()  # one value for every slot created now: unique per slot still
     calls = []
     for group in pipe.groups(slots):
         for start in range(0, len(group), ENSURE_CHUNK):
@@ -585,11 +624,11 @@ def learn_states(pipe: ScriptPipe, keys: Keys, ids: Sequence[int] | None = None)
                     states.known[slots[i]] = state
 
             calls.append(
-                Call(
+                Call.of(
                     ENSURE,
                     slots[chosen[0]],
                     [keys.slot_state(slots[i]).encode() for i in chosen],
-                    [states.fresh(), b"%d" % STATE_TTL_MS],
+                    [fresh, b"%d" % STATE_TTL_MS],
                     collect,
                 )
             )
@@ -623,37 +662,47 @@ class BatchWriter:
         self._jitter_ms = int(ttl_s * 1000 * jitter)
         self.totals = WriteTotals()
         self.skipped: set[int] = set()  # invalidated (or state unknown) while being read
-        self._state_names = [keys.slot_state(slot).encode() for slot in range(SLOTS)]
+        self._state_names = [_arg(keys.slot_state(slot).encode()) for slot in range(SLOTS)]
+        self._packed: dict[bytes, bytes] = {}  # slot states as RESP; few distinct values
 
-    def spread(self, calls: int) -> Iterator[list[bytes]]:
-        """ARGV 4-6 for each of `calls` calls: TTL, jitter, and an offset that differs per call."""
-        ttl, jitter = b"%d" % self._ttl_ms, b"%d" % self._jitter_ms
+    def spread(self, calls: int) -> tuple[list[bytes], Iterator[bytes]]:
+        """ARGV 4-5 (TTL, jitter), and ARGV 6 for each of `calls` calls: an offset into
+        the jitter that differs per call, so listings written together spread out."""
         base, width = random.randrange(self._jitter_ms + 1), self._jitter_ms + 1
-        for k in range(calls):
-            yield [ttl, jitter, b"%d" % ((base + k * 7907) % width)]
+        offsets = (b"%d" % ((base + k * 7907) % width) for k in range(calls))
+        return [b"%d" % self._ttl_ms, b"%d" % self._jitter_ms], offsets
 
     def send(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """Queue one batch of (id, payload); an empty payload deletes the listing."""
+        """Queue one batch of (id, payload); an empty payload deletes the listing.
+
+        Packed by hand: on a cluster this makes about one script call per listing.
+        """
         if not items:
             return
         product, state_names, known = self._keys.product, self._state_names, self._states.known
         names = [product(i).encode() for i, _ in items]
         slots = [key_slot(name) for name in names]
         pipe = self._pipe
-        lock_keys, fence_args = pipe.fence_keys(self._fence), pipe.fence_args(self._fence)
-        tail = [b"%d" % STATE_TTL_MS, self._states.fresh()]
+        lock = [_arg(k) for k in pipe.fence_keys(self._fence)]
         groups = pipe.groups(slots)
-        calls = []
-        for group, spread in zip(groups, self.spread(len(groups)), strict=True):
-            keys = list(lock_keys)
-            args: list[bytes | bytearray] = [*fence_args, *spread, *tail]
+        ttl_jitter, offsets = self.spread(len(groups))
+        fence = b"".join(_arg(a) for a in (*pipe.fence_args(self._fence), *ttl_jitter))
+        tail = _arg(b"%d" % STATE_TTL_MS) + _arg(self._states.fresh())
+        packed = self._packed
+        calls: list[Call] = []
+        for group, offset in zip(groups, offsets, strict=True):
+            parts = [_arg(b"%d" % (len(lock) + 2 * len(group))), *lock]
             for i in group:
-                payload = items[i][1]
-                keys += (names[i], state_names[slots[i]])
-                args += (known[slots[i]], payload)
+                parts += (_arg(names[i]), state_names[slots[i]])
+            parts += (fence, _arg(offset), tail)
+            for i in group:
+                state, payload = known[slots[i]], items[i][1]
+                packed_state = packed.get(state) or packed.setdefault(state, _arg(state))
+                parts += (packed_state, _arg(payload))
                 self.totals.bytes += len(payload)
+            count = 1 + len(lock) + 4 * len(group) + 8
             collect = self._collector(items, slots, group)
-            calls.append(Call(WRITE, slots[group[0]], keys, args, collect))
+            calls.append(Call(WRITE, slots[group[0]], count, [b"".join(parts)], collect))
         pipe.send(calls)
 
     def _collector(
@@ -680,14 +729,15 @@ class BatchWriter:
         pipe, fence = self._pipe, self._fence
         calls = []
         groups = pipe.groups(slots)
-        for group, spread in zip(groups, self.spread(len(groups)), strict=True):
+        ttl_jitter, offsets = self.spread(len(groups))
+        for group, offset in zip(groups, offsets, strict=True):
 
             def collect(reply: list[int], group: list[int] = group) -> None:
                 on_missing([ids[group[i - 1]] for i in reply])
 
             keys = pipe.fence_keys(fence) + [names[i] for i in group]
-            args = [*pipe.fence_args(fence), *spread]
-            calls.append(Call(TOUCH, slots[group[0]], keys, args, collect))
+            args = [*pipe.fence_args(fence), *ttl_jitter, offset]
+            calls.append(Call.of(TOUCH, slots[group[0]], keys, args, collect))
         pipe.send(calls)
 
 
@@ -715,7 +765,7 @@ def publish_hot(
     command buffer.
     """
     hot = keys.hot.encode()
-    call = Call(
+    call = Call.of(
         PUBLISH,
         key_slot(hot),
         [*pipe.fence_keys(fence), hot, keys.hot_meta.encode()],
@@ -726,7 +776,6 @@ def publish_hot(
             *(part.encode() for pair in meta.items() for part in pair),
         ],
         lambda _: None,
-        bulky=True,
     )
     pipe.run([call])
 
@@ -750,7 +799,7 @@ def invalidate(
             for i in group:
                 states.known[slots[i]] = fresh
             calls.append(
-                Call(
+                Call.of(
                     INVALIDATE,
                     slots[group[0]],
                     [k for i in group for k in (names[i], keys.slot_state(slots[i]).encode())],
