@@ -135,7 +135,7 @@ class Row:
 
     def median(self, which: str, attr: str) -> float:
         samples = self.single if which == "single" else self.cluster
-        return statistics.median(getattr(s, attr) for s in samples)
+        return float(statistics.median(getattr(s, attr) for s in samples))
 
 
 def bench_size(

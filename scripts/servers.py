@@ -452,6 +452,9 @@ def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
                         str(node_dir / "nodes.conf"),
                         "--cluster-node-timeout",
                         "3000",
+                        # Tests check what a failed run left on the nodes still up.
+                        "--cluster-allow-reads-when-down",
+                        "yes",
                     ],
                 )
             )

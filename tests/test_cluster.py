@@ -152,10 +152,16 @@ def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
     key_prefix: str,
 ) -> None:
     config, client = slow_cluster_run
+    hot_key = Keys(key_prefix, 1).hot
+    victim = next(
+        n
+        for n in private_cluster.nodes
+        if n is not slot_owner(private_cluster, key_slot(hot_key.encode()))
+    )
     proc = start("--config", str(config), "run")
     try:
         wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
-        private_cluster.nodes[1].kill()
+        victim.kill()
         code, _, err, _ = finish(proc, timeout=60)
     finally:
         if proc.poll() is None:
@@ -166,8 +172,8 @@ def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
     assert "Redis" in err
     record = runs(config)[-1]
     assert (record["status"], record["hot_published"]) == ("failed", False)
-    assert client.get(Keys(key_prefix, 1).hot) is None
-    private_cluster.nodes[1].restart()
+    assert client.get(hot_key) is None
+    victim.restart()
     servers.wait_cluster_ok(private_cluster.nodes)
     again = cachewarm("--config", str(config), "run", timeout=90)
     assert again.returncode == 0, again.stderr
