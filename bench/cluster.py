@@ -59,12 +59,13 @@ def log(message: str) -> None:
 class Sample:
     seconds: float
     rss_kb: int
+    cpu_s: float  # user + system CPU of the cachewarm process: what the client costs
 
 
 def timed_run(config: Path, *args: str) -> Sample:
-    """`cachewarm run` under GNU time: wall seconds and the process's peak RSS."""
+    """`cachewarm run` under GNU time: wall seconds, peak RSS and CPU of the process."""
     with tempfile.NamedTemporaryFile("r") as rss:
-        argv = [TIME, "-f", "%M", "-o", rss.name, str(CACHEWARM), "--config", str(config)]
+        argv = [TIME, "-f", "%M %U %S", "-o", rss.name, str(CACHEWARM), "--config", str(config)]
         t0 = time.perf_counter()
         done = subprocess.run(
             [*argv, "run", *args], env=CHILD_ENV, capture_output=True, text=True, check=False
@@ -73,7 +74,9 @@ def timed_run(config: Path, *args: str) -> Sample:
         peak = rss.read().split()
     if done.returncode != 0:
         raise RuntimeError(f"cachewarm run exited {done.returncode}: {done.stderr[-2000:]}")
-    return Sample(seconds, int(peak[-1]) if peak and peak[-1].isdigit() else 0)
+    if len(peak) < 3:
+        raise RuntimeError(f"no measurement from {TIME}: {peak}")
+    return Sample(seconds, int(peak[-3]), float(peak[-2]) + float(peak[-1]))
 
 
 def write_config(path: Path, mysql_url: str, redis: dict[str, object], limit: int) -> Path:
@@ -181,15 +184,18 @@ def bench_size(
 
 def table(rows: Sequence[Row]) -> str:
     lines = [
-        "| size | run | one Redis | 3-master cluster | ratio | peak RSS one / cluster |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| size | run | one Redis | 3-master cluster | ratio | client CPU one / cluster "
+        "| peak RSS one / cluster |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         one, three = r.median("single", "seconds"), r.median("cluster", "seconds")
         rss_one = r.median("single", "rss_kb") / 1024
         rss_three = r.median("cluster", "rss_kb") / 1024
+        cpu_one, cpu_three = r.median("single", "cpu_s"), r.median("cluster", "cpu_s")
         lines.append(
             f"| {r.size:,} | {r.phase} | {one:.2f} s | {three:.2f} s | {three / one:.2f}x "
+            f"| {cpu_one:.2f} / {cpu_three:.2f} s ({cpu_three / cpu_one:.2f}x) "
             f"| {rss_one:.0f} / {rss_three:.0f} MB (+{rss_three - rss_one:.0f}) |"
         )
     return "\n".join(lines)
