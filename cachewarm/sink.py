@@ -4,8 +4,9 @@ One Redis, a Sentinel-managed master or a Redis Cluster: every script touches th
 one cluster slot only (on one Redis, a batch may still go as one script). Calls are
 packed straight into RESP and pipelined one batch deep per node: Redis applies batch n
 while Python encodes batch n+1, and memory stays bounded by two batches whatever the
-size of the hot set. Scripts go by EVALSHA; NOSCRIPT (a flushed or failed-over script
-cache), MOVED, ASK and TRYAGAIN re-send that one call, with EVAL, where it belongs now.
+size of the hot set. Scripts are loaded on a node's first use and called by EVALSHA;
+NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK and TRYAGAIN re-send that
+one call, with EVAL, where it belongs now.
 
 Three guards live in the write script:
 - the fence: with the Redis lock, a run that lost the lock writes nothing (a paused
