@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -431,13 +432,20 @@ class ScriptPipe:
     def send(self, calls: Iterable[Call]) -> None:
         """Send one batch of calls; read the replies of the batch before it."""
         touched: list[_Node] = []
+        slot_nodes, heads, pending, batch = (
+            self._slot_nodes,
+            self._heads,
+            self._pending,
+            self._batch,
+        )
         for call in calls:
-            node = self._node(call.slot)
+            node = slot_nodes[call.slot] or self._node(call.slot)
             if not node.out:
                 touched.append(node)
-            node.out += (b"*%d\r\n" % (call.count + 2), self._heads[call.script], *call.body)
-            node.bulky = node.bulky or len(call.body) > 1
-            self._pending.append((self._batch, node, call))
+            node.out += (b"*%d\r\n" % (call.count + 2), heads[call.script], *call.body)
+            if len(call.body) > 1:
+                node.bulky = True
+            pending.append((batch, node, call))
         for node in touched:
             out = _coalesce(node.out) if node.bulky else [b"".join(node.out)]
             node.out, node.bulky = [], False
@@ -690,36 +698,36 @@ class BatchWriter:
         fence = b"".join(_arg(a) for a in (*pipe.fence_args(self._fence), *ttl_jitter))
         tail = _arg(b"%d" % STATE_TTL_MS) + _arg(self._states.fresh())
         packed = self._packed
+        self.totals.bytes += sum(len(payload) for _, payload in items)
         calls: list[Call] = []
         for group, offset in zip(groups, offsets, strict=True):
-            parts = [_arg(b"%d" % (len(lock) + 2 * len(group))), *lock]
+            keys: list[bytes] = []
+            args: list[bytes] = []
             for i in group:
-                parts += (_arg(names[i]), state_names[slots[i]])
-            parts += (fence, _arg(offset), tail)
-            for i in group:
-                state, payload = known[slots[i]], items[i][1]
-                packed_state = packed.get(state) or packed.setdefault(state, _arg(state))
-                parts += (packed_state, _arg(payload))
-                self.totals.bytes += len(payload)
-            count = 1 + len(lock) + 4 * len(group) + 8
-            collect = self._collector(items, slots, group)
-            calls.append(Call(WRITE, slots[group[0]], count, [b"".join(parts)], collect))
+                state = known[slots[i]]
+                keys += (_arg(names[i]), state_names[slots[i]])
+                args += (
+                    packed.get(state) or packed.setdefault(state, _arg(state)),
+                    _arg(items[i][1]),
+                )
+            head = _arg(b"%d" % (len(lock) + len(keys)))
+            body = b"".join((head, *lock, *keys, fence, _arg(offset), tail, *args))
+            collect = partial(self._collect, items, slots, group)
+            count = 9 + len(lock) + 2 * len(keys)  # numkeys, keys, 8 fixed and 2 per listing
+            calls.append(Call(WRITE, slots[group[0]], count, [body], collect))
         pipe.send(calls)
 
-    def _collector(
-        self, items: Sequence[tuple[int, bytes]], slots: list[int], group: list[int]
-    ) -> Reply:
-        def collect(reply: Any) -> None:
-            written, unchanged, removed, skipped, states = reply
-            self.totals.written += written
-            self.totals.unchanged += unchanged
-            self.totals.removed += removed
-            for position, state in zip(skipped, states, strict=True):
-                i = group[position - 1]
-                self.skipped.add(items[i][0])
-                self._states.known[slots[i]] = state
-
-        return collect
+    def _collect(
+        self, items: Sequence[tuple[int, bytes]], slots: list[int], group: list[int], reply: Any
+    ) -> None:
+        written, unchanged, removed, skipped, states = reply
+        self.totals.written += written
+        self.totals.unchanged += unchanged
+        self.totals.removed += removed
+        for position, state in zip(skipped, states, strict=True):
+            i = group[position - 1]
+            self.skipped.add(items[i][0])
+            self._states.known[slots[i]] = state
 
     def touch(self, ids: Sequence[int], on_missing: Callable[[list[int]], None]) -> None:
         """Refresh the TTL of current listings; `on_missing` gets the ids that were gone."""
