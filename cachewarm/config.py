@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .keys import Keys
@@ -46,6 +47,10 @@ class MySQLSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
+    mode: str = "single"  # or "cluster" (url and nodes seed the slot map), or "sentinel"
+    nodes: tuple[str, ...] = ()  # cluster: more seed nodes, "host:port"
+    sentinels: tuple[str, ...] = ()  # sentinel: "host:port" of each sentinel
+    service_name: str = ""  # sentinel: the master's name, as in `sentinel monitor NAME`
     password: Secret | None = None
     connect_timeout: float = 5.0
     timeout: float = 30.0
@@ -303,6 +308,8 @@ def _coerce(hint: Any, value: object, origin: str) -> object:
         if not isinstance(value, str):
             raise ConfigError(f"{origin}: expected a string")
         return Secret(value)
+    if typing.get_origin(target) is tuple:
+        return _string_list(value, origin)
     if target is bool:
         if isinstance(value, bool):
             return value
@@ -354,6 +361,15 @@ def _string_table(value: object, origin: str) -> dict[str, str]:
     ):
         raise ConfigError(f"{origin}: expected a table of strings, got {value!r}")
     return dict(value)
+
+
+def _string_list(value: object, origin: str) -> tuple[str, ...]:
+    """A TOML array of strings, or (from the environment) a comma-separated string."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{origin}: expected a list of strings, got {value!r}")
 
 
 def validate(s: Settings) -> None:
@@ -440,6 +456,7 @@ def validate(s: Settings) -> None:
                 "[mysql] replica_url must not carry a password; the replica uses [mysql] password"
             )
         mysql_target(s.mysql.replica_url, s.mysql.password)
+    _check_redis_mode(s)
 
 
 def _origin(s: Settings, message: str) -> str:
@@ -471,6 +488,50 @@ def _file_name_checks(s: Settings) -> list[tuple[bool, str]]:
             (size <= most, f"[run] metrics_file's file name must be at most {most} bytes")
         )
     return checks
+
+
+def _check_redis_mode(s: Settings) -> None:
+    """Combinations of [redis] keys that cannot mean what the user wants."""
+    r = s.redis
+    database = urlsplit(r.url).path.strip("/")
+    checks: list[tuple[bool, str]] = [
+        (
+            r.mode in ("single", "cluster", "sentinel"),
+            f'[redis] mode must be "single", "cluster" or "sentinel", got {r.mode!r}',
+        ),
+        (r.mode == "cluster" or not r.nodes, '[redis] nodes applies only to mode = "cluster"'),
+        (
+            r.mode == "sentinel" or not (r.sentinels or r.service_name),
+            '[redis] sentinels and service_name apply only to mode = "sentinel"',
+        ),
+        (
+            r.mode != "cluster" or not r.url.startswith("unix:"),
+            "[redis] url must be redis:// or rediss:// for a Redis Cluster",
+        ),
+        (
+            r.mode != "cluster" or database in ("", "0"),
+            f"[redis] url names database {database}; a Redis Cluster has only database 0",
+        ),
+        (
+            r.mode != "sentinel" or bool(r.sentinels),
+            '[redis] sentinels is empty for mode = "sentinel"',
+        ),
+        (
+            r.mode != "sentinel" or bool(r.service_name),
+            '[redis] service_name is not set for mode = "sentinel"',
+        ),
+    ]
+    for node in (*r.nodes, *r.sentinels):
+        host, _, port = node.rpartition(":")
+        checks.append(
+            (
+                bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                f"[redis] {node!r} in nodes/sentinels is not host:port",
+            )
+        )
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{s.source}: {message}")
 
 
 def require_queries(s: Settings) -> None:

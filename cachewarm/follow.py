@@ -2,7 +2,7 @@
 
 Row events of the `[follow]` tables become product ids (both row images of an UPDATE
 count), batched for up to `max_delay` seconds, and go through the same guarded
-invalidation as `cachewarm invalidate`: epoch bump plus tombstones, so a warm in flight
+invalidation as `cachewarm invalidate`: fresh slot states (sink.py), so a warm in flight
 never writes back what it read before the change.
 
 At least once: the checkpoint (binlog file, offset, GTID) is written, atomically and
@@ -33,8 +33,6 @@ from types import FrameType
 from typing import Any
 
 import pymysql
-import redis
-import redis.exceptions
 import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
 
@@ -53,7 +51,6 @@ from .errors import (
 from .files import ensure_private_dir
 from .keys import Keys
 from .runlog import RunRecord
-from .urls import redact_url
 
 log = structlog.get_logger("cachewarm")
 
@@ -209,7 +206,7 @@ class _Follower:
         self.rewarm = rewarm
         self.stop = stop
         self.keys = Keys(settings.keys.prefix, settings.keys.version)
-        self.where = redact_url(settings.redis.url)
+        self.where = sink.describe(settings.redis)
         self.path = settings.follow_checkpoint
         self.columns = dict(settings.follow.tables)
         self.queries = dict(settings.follow.queries)
@@ -219,7 +216,7 @@ class _Follower:
         self.record = RunRecord(run_id=secrets.token_hex(6), command="follow")
         self.log = log.bind(run_id=self.record.run_id, command="follow")
         self.ctl: binlog.Control | None = None
-        self.client: redis.Redis | None = None
+        self.client: sink.Client | None = None
         self.src: source.Source | None = None
         self.server_id = 0
         self.saved: Position | None = None
@@ -434,24 +431,23 @@ class _Follower:
         assert self.client is not None
         if not ids:
             return
-        epoch, deleted = sink.invalidate(
-            self.client,
-            self.keys,
-            ids,
-            tombstone_s=self.settings.run.max_seconds,
-            batch=self.settings.warm.batch_size,
-            where=self.where,
-        )
-        self.totals.invalidated += len(ids)
-        self.totals.deleted += deleted
-        self.totals.batches += 1
-        if self.rewarm:
-            if self.src is None:
-                self.src = source.Source(self.settings.mysql)
-            rewarmed, _ = orchestrate.refill(
-                self.settings, self.client, self.src, ids, epoch, self.record
+        pipe = sink.ScriptPipe(self.client, where=self.where)
+        try:
+            states, deleted = sink.invalidate(
+                pipe, self.keys, ids, batch=self.settings.warm.batch_size
             )
-            self.totals.rewarmed += rewarmed
+            self.totals.invalidated += len(ids)
+            self.totals.deleted += deleted
+            self.totals.batches += 1
+            if self.rewarm:
+                if self.src is None:
+                    self.src = source.Source(self.settings.mysql)
+                rewarmed, _ = orchestrate.refill(
+                    self.settings, self.client, pipe, self.src, ids, states, self.record
+                )
+                self.totals.rewarmed += rewarmed
+        finally:
+            pipe.close()
 
     # --- state ---------------------------------------------------------------------------
 

@@ -4,16 +4,43 @@ The listing and hot-list keys are the reader contract (documented in the README)
 everything under `:meta:` is cachewarm's own bookkeeping. All keys carry the format
 version, so bumping `keys.version` gives new readers a fresh namespace while old
 readers keep reading the old one until it expires.
+
+Reader keys carry no hash tag, so a Redis Cluster places each listing in the slot of its
+plain name. Bookkeeping keys that a script must touch together with reader keys borrow
+their slot with a hash tag: the hot list's meta hash is tagged with the hot key, and
+each slot's guard state (see sink.py) with a short tag that hashes to that slot.
 """
 
 from __future__ import annotations
 
+import functools
+from binascii import crc_hqx
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UsageError
 
 MAX_ID = 2**64 - 1  # BIGINT UNSIGNED
+SLOTS = 16384  # Redis Cluster's hash slots; the guard keeps one state per slot everywhere
+
+
+def key_slot(key: bytes) -> int:
+    """The cluster slot of a key without a hash tag (no listing key has one)."""
+    return crc_hqx(key, 0) % SLOTS
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each slot, the smallest decimal number whose hash tag lands in it (about 0.1 s)."""
+    tags: list[str | None] = [None] * SLOTS
+    left, n = SLOTS, 0
+    while left:
+        slot = key_slot(b"%d" % n)
+        if tags[slot] is None:
+            tags[slot] = str(n)
+            left -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
 
 
 @dataclass(frozen=True)
@@ -47,17 +74,12 @@ class Keys:
 
     @property
     def hot_meta(self) -> str:
-        """Hash describing the published hot list (when, by which run, how many)."""
-        return f"{self.base}:meta:hot"
+        """Hash describing the published hot list; in the hot key's slot, published with it."""
+        return f"{self.base}:meta:hot{{{self.hot}}}"
 
-    @property
-    def epoch(self) -> str:
-        """Counter bumped by every invalidation; warms record it before reading MySQL."""
-        return f"{self.base}:meta:epoch"
-
-    def tombstone(self, product_id: int) -> str:
-        """Epoch of the last invalidation of a product: fences out stale in-flight writes."""
-        return f"{self.base}:meta:inval:{product_id}"
+    def slot_state(self, slot: int) -> str:
+        """The guard state of one cluster slot: changed by every invalidation in that slot."""
+        return f"{self.base}:meta:slot:{{{slot_tags()[slot]}}}"
 
     @property
     def lock(self) -> str:

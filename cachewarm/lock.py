@@ -29,22 +29,36 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from redis.cluster import RedisCluster
 
 from .errors import CachewarmError, LockError, LockHeld, LockStuck
 from .files import ensure_private_dir
+
+
+@dataclass
+class Lease:
+    """Until when (ms, on the lock's Redis clock) the Redis lock is surely still ours.
+
+    Renewal moves it forward. It is what fences writes on nodes that cannot read the
+    lock key (a Redis Cluster's other slots): past it, no write script accepts ours.
+    """
+
+    until_ms: int = 0
 
 
 @dataclass(frozen=True)
 class Fence:
     """What every write must prove: the lock token it holds (or none) and its deadline.
 
-    The write scripts check both on Redis itself, so a run that lost its lock or
-    overran its deadline cannot write, whatever its own clock or state says.
+    The write scripts check them on Redis itself, so a run that lost its lock or
+    overran its deadline cannot write, whatever its own clock or state says. The token
+    is checked where the script can read the lock key (one Redis), the lease everywhere.
     """
 
     lock_key: str
     token: str = ""
     deadline_ms: int = 0
+    lease: Lease | None = None
 
 
 ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well under 1 s
@@ -52,12 +66,29 @@ ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well
 # hosts sharing a Redis lock may disagree a little about the time.
 STUCK_MARGIN_S = 60.0
 
-EXTEND_SCRIPT = """
+# Both return the lock node's clock (ms) at the moment the lock was set or extended,
+# or 0 when it was not: the lease then runs from a time no later than the key's.
+_NOW_MS = "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+ACQUIRE_SCRIPT = (
+    _NOW_MS
+    + """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return now end
+return 0
+"""
+)
+EXTEND_SCRIPT = (
+    _NOW_MS
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return now
 end
 return 0
 """
+)
+# Kept off the lease's end so a node whose clock runs a little behind the lock's
+# still refuses a paused run before another host can take the lock.
+LEASE_MARGIN_MS = 1000
 RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -181,31 +212,42 @@ def file_lock_holder(path: Path) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def redis_lock(
-    client: redis.Redis, key: str, run_id: str, *, ttl_s: float, max_seconds: float
+    client: redis.Redis | RedisCluster,
+    key: str,
+    run_id: str,
+    *,
+    ttl_s: float,
+    max_seconds: float,
 ) -> Iterator[Fence]:
     """SET NX with a unique token, renewed in the background while the run lives.
 
     If renewal stops (the process was paused past the TTL) and another host takes the
-    lock, this run's writes are refused by the token check in every write script.
+    lock, this run's writes are refused: by the token check where a script can read
+    the lock, and everywhere by the lease, which ran out before the lock could.
     """
     token = json.dumps({**holder_info(run_id, max_seconds), "token": secrets.token_hex(16)})
     ttl_ms = int(ttl_s * 1000)
-    if not client.set(key, token, nx=True, px=ttl_ms):
+    margin = min(LEASE_MARGIN_MS, ttl_ms // 4)
+    since = int(client.eval(ACQUIRE_SCRIPT, 1, key, token, ttl_ms))
+    if not since:
         raise held(f"Redis lock {key}", redis_lock_holder(client, key))
+    lease = Lease(since + ttl_ms - margin)
     stop = threading.Event()
 
     def renew() -> None:
         while not stop.wait(ttl_s / 3):
             try:
-                if not client.eval(EXTEND_SCRIPT, 1, key, token, ttl_ms):
-                    return  # lost; the fence will stop our writes
+                extended = int(client.eval(EXTEND_SCRIPT, 1, key, token, ttl_ms))
             except redis.exceptions.RedisError:
                 continue  # transient: try again next period, the fence still protects
+            if not extended:
+                return  # lost; the fence will stop our writes
+            lease.until_ms = extended + ttl_ms - margin
 
     renewer = threading.Thread(target=renew, name="cachewarm-lock-renewal", daemon=True)
     renewer.start()
     try:
-        yield Fence(lock_key=key, token=token)
+        yield Fence(lock_key=key, token=token, lease=lease)
     finally:
         stop.set()
         renewer.join()
@@ -213,7 +255,7 @@ def redis_lock(
             client.eval(RELEASE_SCRIPT, 1, key, token)
 
 
-def redis_lock_holder(client: redis.Redis, key: str) -> dict[str, Any] | None:
+def redis_lock_holder(client: redis.Redis | RedisCluster, key: str) -> dict[str, Any] | None:
     raw = client.get(key)
     if raw is None:
         return None

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-import redis
 import redis.exceptions
 import structlog
 
@@ -32,7 +31,6 @@ from .replica import ReplicaReads
 from .replica import reads as replica_reads
 from .runlog import RunRecord
 from .source import Source
-from .urls import redact_url
 
 log = structlog.get_logger("cachewarm")
 
@@ -54,8 +52,8 @@ def _recording(settings: Settings, command: str) -> contextlib.AbstractContextMa
 def _redis_call(where: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except redis.exceptions.RedisError as exc:
-        raise SinkError(f"Redis at {where} failed: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise SinkError(f"{where} failed: {exc}") from None
 
 
 def _reader(
@@ -77,13 +75,16 @@ def _reader(
     )
 
 
-def _pipe(settings: Settings, client: redis.Redis, fence: lock.Fence) -> sink.ScriptPipe:
-    return sink.ScriptPipe(
-        client,
+def _writer(
+    settings: Settings, pipe: sink.ScriptPipe, fence: lock.Fence, states: sink.SlotStates
+) -> sink.BatchWriter:
+    return sink.BatchWriter(
+        pipe,
+        settings.keys,
         fence,
+        states,
         ttl_s=settings.warm.ttl,
         jitter=settings.warm.ttl_jitter,
-        where=redact_url(settings.redis.url),
     )
 
 
@@ -97,7 +98,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     """
     require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
         if settings.run.lock == "file":
             record.stage = f"taking the lock {settings.lockfile}"
@@ -106,7 +107,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                     settings.lockfile, record.run_id, max_seconds=settings.run.max_seconds
                 )
             )
-        record.stage = f"connecting to Redis at {where}"
+        record.stage = f"connecting to {where}"
         client = sink.connect(settings.redis)
         stack.callback(client.close)
         if settings.run.lock == "redis":
@@ -121,6 +122,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
                 )
             )
         deadline = time.monotonic() + settings.run.max_seconds
+        master = _redis_call(where, lambda: sink.master_address(client))
         start_ms = _redis_call(where, lambda: sink.server_time_ms(client))
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
         previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
@@ -131,47 +133,47 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         ids = _hot_ids(settings, replica.replica if replica else src, record)
         if not ids:
             return record
-        pipe = _pipe(settings, client, fence)
+        pipe = sink.ScriptPipe(client, where=where, lock_key=fence.lock_key)
         stack.callback(pipe.close)
+        record.stage = f"learning the guard's slot states from {where}"
+        writer = _writer(settings, pipe, fence, sink.learn_states(pipe, keys, ids))
         to_read: Sequence[int] = ids
         changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
         if changed is not None:
-            record.stage = f"refreshing unchanged listings in Redis at {where}"
-            to_read = _touch_unchanged(pipe, keys, ids, changed, settings.warm.batch_size)
+            record.stage = f"refreshing unchanged listings in {where}"
+            to_read = _touch_unchanged(pipe, writer, ids, changed, settings.warm.batch_size)
             record.unchanged = len(ids) - len(to_read)
             # Changed but not hot now: drop the old listing, or a later incremental
             # run that finds it hot again (edit older than its watermark) would keep it.
             cold = _cold(ids, changed)
             record.removed += _redis_call(where, lambda: sink.delete_listings(client, keys, cold))
-        epoch = _redis_call(where, lambda: sink.read_epoch(client, keys))
-        writer = sink.BatchWriter(pipe, keys, epoch)
         reader = _reader(settings, src, record, deadline, replica)
         reader.run(
             to_read,
             writer,
             evidence=_cached_evidence(client, keys, where, changed),
             progress=progress,
-            where=f"Redis at {where}",
+            where=where,
         )
-        record.stage = f"writing to Redis at {where}"
+        record.stage = f"writing to {where}"
         pipe.finish()
         totals = writer.totals
         record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
         record.removed, record.bytes = record.removed + totals.removed, totals.bytes
         record.skipped_invalidated = len(writer.skipped)
         record.stage = f"publishing {keys.hot}"
+        _redis_call(where, lambda: sink.check_master(client, master, where))
         meta = {"mode": record.mode, "watermark": watermark}
         meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
         hot, size = hot_json(ids, reader.absent | writer.skipped)
         sink.publish_hot(
-            client,
+            pipe,
             keys,
             fence,
             hot,
             expire_at_ms=start_ms + settings.warm.ttl * 1000,
             meta={"published_at": runlog.utc_now(), "run_id": record.run_id, "size": str(size)}
             | meta,
-            where=where,
         )
         record.hot_published = True
         log.info("hot.published", run_id=record.run_id, key=keys.hot, size=size, of=len(ids))
@@ -221,7 +223,7 @@ def _cold(ids: Sequence[int], changed: set[int]) -> set[int]:
 
 
 def _cached_evidence(
-    client: redis.Redis, keys: Keys, where: str, changed: set[int] | None
+    client: sink.Client, keys: Keys, where: str, changed: set[int] | None
 ) -> Evidence:
     """The broken-query guard's evidence: ids with a listing cached now, not reported changed.
 
@@ -249,7 +251,7 @@ def _since(settings: Settings, previous: dict[str, str]) -> str | None:
 
 
 def _to_reread(
-    client: redis.Redis, keys: Keys, ids: Sequence[int], changed: set[int], batch: int, where: str
+    client: sink.Client, keys: Keys, ids: Sequence[int], changed: set[int], batch: int, where: str
 ) -> array[int]:
     """What _touch_unchanged would return, read-only: changed ids and those gone from Redis."""
     reread: array[int] = array("Q")
@@ -260,12 +262,16 @@ def _to_reread(
 
 
 def _touch_unchanged(
-    pipe: sink.ScriptPipe, keys: Keys, ids: Sequence[int], changed: set[int], batch: int
+    pipe: sink.ScriptPipe,
+    writer: sink.BatchWriter,
+    ids: Sequence[int],
+    changed: set[int],
+    batch: int,
 ) -> array[int]:
     """Refresh TTLs of listings not changed since the watermark; return ids to re-read."""
     reread: array[int] = array("Q")
     for chunk in chunks(ids, batch):
-        sink.touch(pipe, keys, [i for i in chunk if i not in changed], reread.extend)
+        writer.touch([i for i in chunk if i not in changed], reread.extend)
         reread.extend(i for i in chunk if i in changed)
     pipe.finish()
     return reread
@@ -294,7 +300,7 @@ class DryRunReport:
 
     record: RunRecord
     keys: Keys
-    client: redis.Redis
+    client: sink.Client
     where: str
     new: int = 0
     changed: int = 0
@@ -303,9 +309,8 @@ class DryRunReport:
     bytes: int = 0
     hot_changed: bool = False
     samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
-    epoch: int = 0  # a dry run writes nothing, so it needs no invalidation guard
 
-    def send(self, epoch: int, items: Items) -> None:
+    def send(self, items: Items) -> None:
         """Compare one batch with what readers see now (MGET: no expiry is touched)."""
         ids = [i for i, _ in items]
         current = _redis_call(self.where, lambda: sink.current_values(self.client, self.keys, ids))
@@ -338,7 +343,7 @@ def dry_run(
     """
     require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "dry-run") as record, contextlib.ExitStack() as stack:
         record.status = "dry-run"
         client = sink.connect(settings.redis)
@@ -354,7 +359,7 @@ def dry_run(
             record.stage = f"looking up unchanged listings in Redis at {where}"
             to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)
             report.unchanged = len(ids) - len(to_read)
-            report.send(report.epoch, [(i, b"") for i in _cold(ids, changed)])
+            report.send([(i, b"") for i in _cold(ids, changed)])
         reader = _reader(settings, src, record, deadline)
         reader.run(
             to_read,
@@ -387,57 +392,52 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
     if rewarm:
         require_queries(settings)
     keys = settings.keys
-    where = redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     with _recording(settings, "invalidate") as record, contextlib.ExitStack() as stack:
         result = InvalidateResult(record)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
         client = sink.connect(settings.redis)
         stack.callback(client.close)
-        epoch, result.deleted = sink.invalidate(
-            client,
-            keys,
-            ids,
-            tombstone_s=settings.run.max_seconds,
-            batch=settings.warm.batch_size,
-            where=where,
-        )
+        pipe = sink.ScriptPipe(client, where=where)
+        stack.callback(pipe.close)
+        states, result.deleted = sink.invalidate(pipe, keys, ids, batch=settings.warm.batch_size)
         record.removed = result.deleted
         log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
         if rewarm:
             deadline = time.monotonic() + settings.run.max_seconds
             src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
-            result.rewarmed, result.missing = refill(settings, client, src, ids, epoch, record)
+            result.rewarmed, result.missing = refill(
+                settings, client, pipe, src, ids, states, record
+            )
     return result
 
 
 def refill(
     settings: Settings,
-    client: redis.Redis,
+    client: sink.Client,
+    pipe: sink.ScriptPipe,
     src: Source,
     ids: Sequence[int],
-    epoch: int,
+    states: sink.SlotStates,
     record: RunRecord,
 ) -> tuple[int, list[int]]:
-    """Read listings invalidated at `epoch` fresh from MySQL (the primary) and write them.
+    """Read listings just invalidated fresh from MySQL (the primary) and write them.
 
-    Written through the warm's guard with `epoch` as the read epoch: an invalidation
-    after this one still wins. Returns (listings written or confirmed, ids with no row).
-    `invalidate --rewarm` and `follow --rewarm` both refill this way.
+    `states` are the slot states the invalidation left (sink.invalidate): written
+    through the warm's guard with them, so an invalidation after this one still wins.
+    Returns (listings written or confirmed, ids with no row). `invalidate --rewarm` and
+    `follow --rewarm` both refill this way.
     """
-    keys, where = settings.keys, redact_url(settings.redis.url)
+    where = sink.describe(settings.redis)
     deadline = time.monotonic() + settings.run.max_seconds
     now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
     fence = lock.Fence(
-        lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+        lock_key=settings.keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
     )
-    pipe = _pipe(settings, client, fence)
-    try:
-        writer = sink.BatchWriter(pipe, keys, epoch)
-        reader = _reader(settings, src, record, deadline)
-        reader.run(ids, writer, evidence=None, where=f"Redis at {where}")
-        pipe.finish()
-    finally:
-        pipe.close()
+    writer = _writer(settings, pipe, fence, states)
+    reader = _reader(settings, src, record, deadline)
+    reader.run(ids, writer, evidence=None, where=where)
+    pipe.finish()
     rewarmed = writer.totals.written + writer.totals.unchanged
     record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
     record.skipped_invalidated += len(writer.skipped)

@@ -3,8 +3,8 @@
 A warm, a dry run and the refill of `invalidate --rewarm` differ only in where a batch
 goes (a fenced writer, or a comparison with what Redis holds) and in whether a batch
 with no rows at all may be taken as a broken listing query. Keeping one loop keeps
-them agreeing on what a listing is: which ids are absent, which are too large, and how
-the invalidation epoch is read before each batch's query.
+them agreeing on what a listing is: which ids are absent, which are too large, and that
+a batch is handed on only after its query (the writer's guard relies on that order).
 
 A listing that cannot be written (no row, or over max_payload_bytes) goes on as an
 empty payload: the target deletes whatever is cached for it, and the id stays out of
@@ -38,12 +38,9 @@ EMPTY_BATCH_EVIDENCE = 100
 
 
 class Target(Protocol):
-    """Where batches go. `epoch` is read before each batch's query (see sink.WRITE_SCRIPT)."""
+    """Where batches go, each right after its query (see sink.BatchWriter)."""
 
-    @property
-    def epoch(self) -> int: ...
-
-    def send(self, epoch: int, items: Items) -> None: ...
+    def send(self, items: Items) -> None: ...
 
 
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -67,7 +64,7 @@ class Reader:
         pick_source: Callable[[], Source] | None = None,
     ) -> None:
         self.src = src
-        # Called once per batch after its epoch is taken (replica.ReplicaReads.for_batch).
+        # Called once per batch, before its query (replica.ReplicaReads.for_batch).
         self.pick_source = pick_source
         self.query = listing_query
         self.json_columns = json_columns
@@ -102,7 +99,6 @@ class Reader:
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
-            epoch = target.epoch
             if self.pick_source:
                 self.src = self.pick_source()
                 record.stage = f"running the listing query on {self.src.where} (batch {number})"
@@ -111,7 +107,7 @@ class Reader:
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"
-            target.send(epoch, items)
+            target.send(items)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))

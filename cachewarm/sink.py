@@ -1,76 +1,104 @@
 """Redis: fenced batch writes, the hot-list publish, invalidation and read-only lookups.
 
-Every write that must be atomic is one Lua script (module constants below) sent with
-EVAL, so a flushed script cache can never fail a run. Batches are packed straight into
-RESP and pipelined one batch deep: Redis applies batch n while Python encodes batch n+1,
-and memory stays bounded by two batches whatever the size of the hot set.
+One Redis, a Sentinel-managed master or a Redis Cluster: every script touches the keys of
+one cluster slot only (on one Redis, a batch may still go as one script). Calls are
+packed straight into RESP and pipelined one batch deep per node: Redis applies batch n
+while Python encodes batch n+1, and memory stays bounded by two batches whatever the
+size of the hot set. Scripts are loaded on a node's first use and called by EVALSHA;
+NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK and TRYAGAIN re-send that
+one call, with EVAL, where it belongs now.
 
 Three guards live in the write script:
-- the fence: with the Redis lock, a run whose token no longer holds the lock writes
-  nothing (a paused process cannot overwrite the new holder's work);
+- the fence: with the Redis lock, a run that lost the lock writes nothing (a paused
+  process cannot overwrite the new holder's work). On one Redis the script compares the
+  lock token; everywhere it also compares Redis' clock with the lock's lease, which
+  ends before the lock itself can expire;
 - the deadline, on Redis' own clock: a run past `run.max_seconds` writes nothing;
-- the tombstone: `invalidate` bumps an epoch counter and stamps each product with it;
-  a warm knows the epoch before reading a batch from MySQL and skips any product
-  invalidated since, so a value read before an edit can never be written after it.
-  Tombstones live `run.max_seconds` plus a margin, longer than any run may write.
+- the slot state: each of the 16384 cluster slots has a state key holding a value never
+  used before in that slot. `invalidate` replaces it, in the same script that deletes the
+  listings. A warm learns the states before reading a batch from MySQL and writes a
+  listing only if its slot's state is still the one it learned; otherwise it skips
+  that product. A state key that is missing (evicted, flushed, lost in a failover) or
+  re-created (with a fresh value) can only differ from what the warm learned, so losing
+  any bookkeeping key makes a warm skip, never write a value read before an
+  invalidation. Nothing depends on a TTL outliving a run, whatever `max_seconds` it had.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import secrets
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
 import redis.exceptions
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .config import RedisSettings
 from .errors import DeadlineExceeded, LockLost, SinkError
-from .keys import Keys
+from .keys import SLOTS, Keys, key_slot
 from .lock import Fence
 from .urls import redact_url
 
+Client = redis.Redis | RedisCluster
+
+# ARGV 1-3 of every fenced script: lock token ('' = no token check; KEYS[1] is the lock
+# otherwise), run deadline ms, lease end ms (0 = none). `k` counts the lock key.
 FENCE_CHECK = """
-local token, deadline = ARGV[1], tonumber(ARGV[2])
-if token ~= '' and redis.call('GET', KEYS[1]) ~= token then
-  return redis.error_reply('CACHEWARM_FENCED lock ' .. KEYS[1] .. ' is no longer held by this run')
+local token, deadline, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local k = 0
+if token ~= '' then
+  k = 1
+  if redis.call('GET', KEYS[1]) ~= token then return redis.error_reply('CACHEWARM_FENCED') end
 end
-if deadline > 0 then
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
-    return redis.error_reply('CACHEWARM_DEADLINE run passed its deadline')
-  end
+if deadline > 0 or lease > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if lease > 0 and now > lease then return redis.error_reply('CACHEWARM_FENCED') end
+  if deadline > 0 and now > deadline then return redis.error_reply('CACHEWARM_DEADLINE') end
 end
 """
 
-# A listing's TTL is ttl + a jitter spread over the batch, so keys written together do
-# not all expire together; computed here so the client sends one TTL per batch.
+# ARGV 4-6: a listing's TTL is ttl + a jitter spread over the batch, so keys written
+# together do not all expire together; computed here so the client sends one TTL.
 SPREAD = """
-local ttl, jitter, offset = tonumber(ARGV[3]), tonumber(ARGV[4]) + 1, tonumber(ARGV[5])
+local ttl, jitter, offset = tonumber(ARGV[4]), tonumber(ARGV[5]) + 1, tonumber(ARGV[6])
 local function px(i) return ttl + (offset + i * 7919) % jitter end
 """
 
-# KEYS: lock, epoch, then (listing key, tombstone key) per product.
-# ARGV: token, deadline ms, ttl ms, jitter ms, offset, read epoch, then one payload per
-# product ('' = the listing query has no row: delete).
-# Returns {written, unchanged, removed, {1-based positions skipped as invalidated},
-# epoch now}: the last saves the warm a round trip before reading its next batch.
+# KEYS: [lock], then (listing key, its slot's state key) per product.
+# ARGV: fence, spread, state TTL ms, a fresh state value, then (state learned before the
+# read, payload) per product ('' payload = the listing query has no row: delete).
+# Returns {written, unchanged, removed, {1-based positions skipped}, {their slot's state
+# now}}: the last saves the warm a round trip before reading its next batch.
 WRITE_SCRIPT = (
     FENCE_CHECK
     + SPREAD
     + """
-local epoch = tonumber(ARGV[6])
-local written, unchanged, removed, skipped = 0, 0, 0, {}
-for i = 1, (#KEYS - 2) / 2 do
-  local key, payload = KEYS[2 * i + 1], ARGV[6 + i]
+local state_ttl, fresh = ARGV[7], ARGV[8]
+local written, unchanged, removed, skipped, states = 0, 0, 0, {}, {}
+for i = 1, (#KEYS - k) / 2 do
+  local key, state_key = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
+  local learned, payload = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
   if payload == '' then
     removed = removed + redis.call('DEL', key)
   else
-    local stamp = redis.call('GET', KEYS[2 * i + 2])
-    if stamp and tonumber(stamp) > epoch then
+    local state = redis.call('GET', state_key)
+    if state ~= learned then
+      if not state then
+        state = fresh
+        redis.call('SET', state_key, fresh, 'PX', state_ttl)
+      end
       skipped[#skipped + 1] = i
+      states[#states + 1] = state
     elseif redis.call('GET', key) == payload then
       redis.call('PEXPIRE', key, px(i))
       unchanged = unchanged + 1
@@ -80,11 +108,11 @@ for i = 1, (#KEYS - 2) / 2 do
     end
   end
 end
-return {written, unchanged, removed, skipped, tonumber(redis.call('GET', KEYS[2]) or '0')}
+return {written, unchanged, removed, skipped, states}
 """
 )
 
-# KEYS: lock, then listing keys. ARGV: token, deadline ms, ttl ms, jitter ms, offset.
+# KEYS: [lock], then listing keys. ARGV: fence, spread.
 # Refreshes the TTL of listings an incremental warm knows are current; returns the
 # 1-based positions of those that are gone (expired, evicted, invalidated): re-read them.
 TOUCH_SCRIPT = (
@@ -92,43 +120,91 @@ TOUCH_SCRIPT = (
     + SPREAD
     + """
 local missing = {}
-for i = 2, #KEYS do
+for i = k + 1, #KEYS do
   if redis.call('PEXPIRE', KEYS[i], px(i)) == 0 then
-    missing[#missing + 1] = i - 1
+    missing[#missing + 1] = i - k
   end
 end
 return missing
 """
 )
 
-# KEYS: lock, hot, hot meta. ARGV: token, deadline, hot JSON, expire-at ms, meta field/values.
+# KEYS: [lock], hot, hot meta (same slot). ARGV: fence, hot JSON, expire-at ms, meta pairs.
 PUBLISH_SCRIPT = (
     FENCE_CHECK
     + """
-redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4])
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+redis.call('SET', KEYS[k + 1], ARGV[4], 'PXAT', ARGV[5])
+redis.call('DEL', KEYS[k + 2])
+redis.call('HSET', KEYS[k + 2], unpack(ARGV, 6))
 return 1
 """
 )
 
-# KEYS: epoch, then (listing key, tombstone key) per product. ARGV: tombstone ttl ms.
-# Returns {epoch, listings deleted}.
+# KEYS: (listing key, its slot's state key) per product. ARGV: fresh state, state TTL ms.
+# Returns the number of listings deleted.
 INVALIDATE_SCRIPT = """
-local epoch = redis.call('INCR', KEYS[1])
 local deleted = 0
-for i = 2, #KEYS, 2 do
+for i = 1, #KEYS, 2 do
   deleted = deleted + redis.call('DEL', KEYS[i])
-  redis.call('SET', KEYS[i + 1], epoch, 'PX', ARGV[1])
+  redis.call('SET', KEYS[i + 1], ARGV[1], 'PX', ARGV[2])
 end
-return {epoch, deleted}
+return deleted
 """
 
-TOMBSTONE_MARGIN_S = 60
+# KEYS: state keys. ARGV: fresh state, state TTL ms. Returns each slot's state, creating
+# missing ones: a warm learns them all before its first read.
+ENSURE_SCRIPT = """
+local states = {}
+for i = 1, #KEYS do
+  local state = redis.call('GET', KEYS[i])
+  if state then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  else
+    state = ARGV[1]
+    redis.call('SET', KEYS[i], state, 'PX', ARGV[2])
+  end
+  states[i] = state
+end
+return states
+"""
+
+# Slot states outlive a week without runs; an expired one only costs one skipped batch.
+STATE_TTL_MS = 7 * 24 * 3600 * 1000
+ENSURE_CHUNK = 4096  # state keys per script on one Redis
+REDIRECTS = 8  # MOVED/ASK/TRYAGAIN hops for one call before the run gives up
+TRYAGAIN_PAUSE_S = 0.05
+COPY_LIMIT = 1 << 20  # arguments this large (a big hot list) are sent without a copy
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
-    """A client with timeouts; the connection itself is made (and checked) by ping()."""
+@dataclass(frozen=True)
+class Script:
+    body: bytes
+    sha: bytes
+
+    @classmethod
+    def of(cls, text: str) -> Script:
+        body = text.encode()
+        return cls(body, hashlib.sha1(body, usedforsecurity=False).hexdigest().encode())
+
+    def head(self, *, by_sha: bool) -> bytes:
+        """The RESP of `EVALSHA sha` or `EVAL body`, the first two arguments of a call."""
+        return _arg(b"EVALSHA") + _arg(self.sha) if by_sha else _arg(b"EVAL") + _arg(self.body)
+
+
+WRITE = Script.of(WRITE_SCRIPT)
+TOUCH = Script.of(TOUCH_SCRIPT)
+PUBLISH = Script.of(PUBLISH_SCRIPT)
+INVALIDATE = Script.of(INVALIDATE_SCRIPT)
+ENSURE = Script.of(ENSURE_SCRIPT)
+SCRIPTS = (WRITE, TOUCH, PUBLISH, INVALIDATE, ENSURE)
+
+
+def connect(settings: RedisSettings) -> Client:
+    """A client for `redis.mode`, with timeouts, checked with a PING.
+
+    cluster: redis-py's RedisCluster (slot map, redirections, topology refresh), seeded
+    with `url` and `nodes`; sentinel: the master that `sentinels` name for `service_name`.
+    """
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": settings.timeout,
@@ -138,14 +214,76 @@ def connect(settings: RedisSettings) -> redis.Redis:
         kwargs["password"] = settings.password.reveal()
     if settings.ssl_ca_certs:
         kwargs["ssl_ca_certs"] = settings.ssl_ca_certs
-    client = redis.Redis.from_url(settings.url, **kwargs)
-    where = redact_url(settings.url)
+    where = describe(settings)
+    client: Client | None = None
     try:
+        if settings.mode == "cluster":
+            seeds = [ClusterNode(*_host_port(n)) for n in settings.nodes]  # type: ignore[no-untyped-call]
+            client = RedisCluster.from_url(settings.url, startup_nodes=seeds, **kwargs)
+        elif settings.mode == "sentinel":
+            client = _sentinel_master(settings, kwargs)
+        else:
+            client = redis.Redis.from_url(settings.url, **kwargs)
         client.ping()
-    except redis.exceptions.RedisError as exc:
-        client.close()
-        raise SinkError(f"cannot connect to Redis at {where}: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        if client is not None:
+            client.close()
+        raise SinkError(f"cannot connect to {where}: {exc}") from None
     return client
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.Redis:
+    """The service's master; `url` gives its db, user and TLS (its host is not used)."""
+    parsed = parse_url(settings.url)  # type: ignore[no-untyped-call]
+    master_kwargs = dict(kwargs)
+    for name in ("db", "username"):
+        if parsed.get(name) is not None:
+            master_kwargs[name] = parsed[name]
+    if settings.url.startswith("rediss://"):
+        master_kwargs["ssl"] = True
+    timeouts = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [_host_port(s) for s in settings.sentinels], sentinel_kwargs=timeouts, **timeouts
+    )
+    master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call]
+    return master
+
+
+def master_address(client: Client) -> tuple[str, int] | None:
+    """Where the sentinels say the master is now (None without Sentinel)."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+    return str(host), int(port)
+
+
+def check_master(client: Client, since: tuple[str, int] | None, where: str) -> None:
+    """Refuse to publish if a failover moved the master while this run wrote.
+
+    Until Sentinel demotes it, the old master still takes writes, which the new one
+    never sees: a hot list published there would be lost with them.
+    """
+    now = master_address(client)
+    if now != since and since is not None and now is not None:
+        raise SinkError(
+            f"{where}: the master moved from {since[0]}:{since[1]} to {now[0]}:{now[1]} "
+            "during the run (failover); hot list not published"
+        )
+
+
+def describe(settings: RedisSettings) -> str:
+    """How errors name the Redis: never with a password."""
+    if settings.mode == "cluster":
+        return f"Redis Cluster at {redact_url(settings.url)}"
+    if settings.mode == "sentinel":
+        return f"Redis master {settings.service_name!r} of sentinels {','.join(settings.sentinels)}"
+    return f"Redis at {redact_url(settings.url)}"
 
 
 @dataclass
@@ -156,15 +294,10 @@ class WriteTotals:
     bytes: int = 0
 
 
-def server_time_ms(client: redis.Redis) -> int:
+def server_time_ms(client: Client) -> int:
     """Redis' clock, the one the scripts compare deadlines and expiries against."""
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
-
-
-def read_epoch(client: redis.Redis, keys: Keys) -> int:
-    value = client.get(keys.epoch)
-    return int(value) if value is not None else 0
 
 
 def _pack(args: Sequence[bytes | bytearray]) -> list[bytes | bytearray]:
@@ -179,41 +312,155 @@ def _pack(args: Sequence[bytes | bytearray]) -> list[bytes | bytearray]:
     return chunks
 
 
+def _arg(value: bytes | bytearray) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _pack_args(values: Iterable[bytes | bytearray]) -> list[bytes | bytearray]:
+    """RESP of these arguments: small ones joined, a large one (a hot list) left uncopied."""
+    chunks: list[bytes | bytearray] = []
+    small: list[bytes] = []
+    for value in values:
+        if len(value) < COPY_LIMIT:
+            small.append(_arg(value))
+        else:
+            chunks += (b"".join(small), b"$%d\r\n" % len(value), value, b"\r\n")
+            small = []
+    if small:
+        chunks.append(b"".join(small))
+    return chunks
+
+
+def _coalesce(chunks: list[bytes | bytearray]) -> list[bytes | bytearray]:
+    """Runs of small chunks joined (one sendall each), large ones passed uncopied."""
+    out: list[bytes | bytearray] = []
+    small: list[bytes | bytearray] = []
+    for chunk in chunks:
+        if len(chunk) < COPY_LIMIT:
+            small.append(chunk)
+        else:
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(chunk)
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
 Reply = Callable[[Any], None]
 
 
-class ScriptPipe:
-    """EVAL calls sent without waiting; replies read one call behind and handed on in order.
+@dataclass
+class Call:
+    """One script call: the slot its keys are in, what to send, who gets the reply.
 
-    While Redis runs batch n, the caller is already reading and encoding batch n+1.
+    `body` is the RESP of everything after the script (numkeys, keys, args), packed
+    once: only the head differs between EVALSHA and a re-sent EVAL.
     """
 
-    def __init__(self, client: redis.Redis, fence: Fence, *, ttl_s: int, jitter: float, where: str):
-        self._pool = client.connection_pool
-        self._conn = self._pool.get_connection()
-        self._fence_args = [fence.token.encode(), b"%d" % fence.deadline_ms]
-        self._lock_key = fence.lock_key.encode()
-        self._ttl_ms = ttl_s * 1000
-        self._jitter_ms = int(ttl_s * 1000 * jitter)
-        self._where = where
-        self._pending: deque[Reply] = deque()
+    script: Script
+    slot: int
+    count: int  # arguments in body
+    body: list[bytes | bytearray]
+    on_reply: Reply
 
-    def call(self, script: bytes, keys: list[bytes], args: list[bytes], on_reply: Reply) -> None:
-        """Run `script` with the lock key first in KEYS and the fence and TTL first in ARGV."""
-        spread = [
-            b"%d" % self._ttl_ms,
-            b"%d" % self._jitter_ms,
-            b"%d" % random.randrange(self._jitter_ms + 1),
-        ]
-        command = [b"EVAL", script, b"%d" % (len(keys) + 1), self._lock_key, *keys]
-        command += self._fence_args + spread + args
-        try:
-            self._conn.send_packed_command([b"".join(_pack(command))], check_health=False)  # type: ignore[no-untyped-call]
-        except redis.exceptions.RedisError as exc:
-            raise self._failed(exc) from None
-        self._pending.append(on_reply)
-        if len(self._pending) > 1:
+    @classmethod
+    def of(
+        cls,
+        script: Script,
+        slot: int,
+        keys: Sequence[bytes],
+        args: Sequence[bytes | bytearray],
+        on_reply: Reply,
+    ) -> Call:
+        values = [b"%d" % len(keys), *keys, *args]
+        return cls(script, slot, len(values), _pack_args(values), on_reply)
+
+    def command(self, *, by_sha: bool) -> list[bytes | bytearray]:
+        return [b"*%d\r\n" % (self.count + 2), self.script.head(by_sha=by_sha), *self.body]
+
+
+@dataclass
+class _Node:
+    """A node's pipelined connection, and what is due on it."""
+
+    name: str
+    pool: redis.ConnectionPool
+    conn: Any  # a redis.connection.Connection; get_connection and release disagree on its type
+    out: list[bytes | bytearray] = field(default_factory=list)
+    bulky: bool = False  # out holds a chunk too large to copy
+
+
+class ScriptPipe:
+    """Script calls sent without waiting, one connection per node; replies read a batch behind.
+
+    While Redis runs batch n, the caller is already reading and encoding batch n+1. On
+    one Redis a batch is usually one call; on a cluster, one call per slot.
+    """
+
+    def __init__(self, client: Client, *, where: str, lock_key: str = "") -> None:
+        self._client = client
+        self._lock_key = lock_key  # named when a fence refuses a call
+        self.cluster = isinstance(client, RedisCluster)
+        self._where = where
+        self._nodes: dict[str, _Node] = {}
+        self._slot_nodes: list[_Node | None] = [None] * SLOTS
+        self._pending: deque[tuple[int, _Node, Call]] = deque()
+        self._batch = 0
+        self._heads = {script: script.head(by_sha=True) for script in SCRIPTS}
+
+    def groups(self, slots: Sequence[int]) -> list[list[int]]:
+        """Positions of `slots` that may share a script: all on one Redis, per slot on a cluster."""
+        if not self.cluster:
+            return [list(range(len(slots)))] if slots else []
+        by_slot: dict[int, list[int]] = {}
+        for i, slot in enumerate(slots):
+            by_slot.setdefault(slot, []).append(i)
+        return list(by_slot.values())
+
+    def fence_keys(self, fence: Fence) -> list[bytes]:
+        """The lock key, first in KEYS, when scripts can read it (one Redis)."""
+        return [fence.lock_key.encode()] if fence.token and not self.cluster else []
+
+    def fence_args(self, fence: Fence) -> list[bytes]:
+        token = fence.token.encode() if fence.token and not self.cluster else b""
+        lease = fence.lease.until_ms if fence.lease else 0
+        return [token, b"%d" % fence.deadline_ms, b"%d" % lease]
+
+    def send(self, calls: Iterable[Call]) -> None:
+        """Send one batch of calls; read the replies of the batch before it."""
+        touched: list[_Node] = []
+        slot_nodes, heads, pending, batch = (
+            self._slot_nodes,
+            self._heads,
+            self._pending,
+            self._batch,
+        )
+        for call in calls:
+            node = slot_nodes[call.slot] or self._node(call.slot)
+            if not node.out:
+                touched.append(node)
+            node.out += (b"*%d\r\n" % (call.count + 2), heads[call.script], *call.body)
+            if len(call.body) > 1:
+                node.bulky = True
+            pending.append((batch, node, call))
+        for node in touched:
+            out = _coalesce(node.out) if node.bulky else [b"".join(node.out)]
+            node.out, node.bulky = [], False
+            try:
+                node.conn.send_packed_command(out, check_health=False)
+            except redis.exceptions.RedisError as exc:
+                raise self._failed(node, exc) from None
+        self._batch += 1
+        while self._pending and self._pending[0][0] < self._batch - 1:
             self._collect()
+
+    def run(self, calls: Iterable[Call]) -> None:
+        """Send these calls and wait for all replies."""
+        self.send(calls)
+        self.finish()
 
     def finish(self) -> None:
         """Wait for every reply: afterwards every call has been applied (or raised)."""
@@ -221,177 +468,386 @@ class ScriptPipe:
             self._collect()
 
     def close(self) -> None:
-        if self._pending:  # aborted mid-stream: the connection holds unread replies
+        if self._pending:  # aborted mid-stream: the connections hold unread replies
             self._abandon()
-        self._pool.release(self._conn)
+        for node in self._nodes.values():
+            node.pool.release(node.conn)
+        self._nodes.clear()
+
+    def _node(self, slot: int) -> _Node:
+        node = self._slot_nodes[slot]
+        if node is None:
+            pool, name = self._pool_for(slot)
+            node = self._nodes.get(name)
+            if node is None:
+                try:
+                    conn = pool.get_connection()
+                except redis.exceptions.RedisError as exc:
+                    raise SinkError(f"{name} failed during the write: {exc}") from None
+                node = self._nodes[name] = _Node(name, pool, conn)
+                self._load_scripts(node)
+            self._slot_nodes[slot] = node
+        return node
+
+    def _load_scripts(self, node: _Node) -> None:
+        """SCRIPT LOAD on a node's first use, so a fresh node answers EVALSHA at once.
+
+        A refusal (an ACL without SCRIPT, say) is left to the NOSCRIPT fallback.
+        """
+        try:
+            node.conn.send_packed_command(
+                [chunk for s in SCRIPTS for chunk in _pack([b"SCRIPT", b"LOAD", s.body])]
+            )
+            for _ in SCRIPTS:
+                try:
+                    node.conn.read_response()
+                except redis.exceptions.ResponseError:
+                    continue
+        except redis.exceptions.RedisError as exc:
+            raise self._failed(node, exc) from None
+
+    def _pool_for(self, slot: int) -> tuple[redis.ConnectionPool, str]:
+        if isinstance(self._client, RedisCluster):
+            try:
+                owner = self._client.nodes_manager.get_node_from_slot(slot)
+            except redis.exceptions.RedisClusterException as exc:
+                raise SinkError(f"{self._where}: {exc}") from None
+            return owner.redis_connection.connection_pool, f"Redis at {owner.name}"
+        return self._client.connection_pool, self._where
 
     def _collect(self) -> None:
-        on_reply = self._pending.popleft()
+        _, node, call = self._pending.popleft()
         try:
-            reply = self._conn.read_response()
+            reply = node.conn.read_response()
+        except (
+            redis.exceptions.NoScriptError,
+            redis.exceptions.AskError,  # and MovedError, its subclass
+            redis.exceptions.TryAgainError,
+        ) as exc:
+            reply = self._resend(call, exc)
         except redis.exceptions.ResponseError as exc:
             self._abandon()
-            raise script_error(exc, self._where) from None
+            raise script_error(exc, node.name, self._lock_key) from None
         except redis.exceptions.RedisError as exc:
-            raise self._failed(exc) from None
-        on_reply(reply)
+            raise self._failed(node, exc) from None
+        call.on_reply(reply)
+
+    def _resend(self, call: Call, exc: redis.exceptions.ResponseError) -> Any:
+        """Send one call again, with EVAL, where the cluster says its slot is served now."""
+        for _ in range(REDIRECTS):
+            asking = isinstance(exc, redis.exceptions.AskError) and not isinstance(
+                exc, redis.exceptions.MovedError
+            )
+            if isinstance(exc, redis.exceptions.MovedError):
+                self._refresh()
+            elif isinstance(exc, redis.exceptions.TryAgainError):
+                time.sleep(TRYAGAIN_PAUSE_S)  # the slot's keys are moving between nodes
+            pool, name = (
+                self._ask_pool(exc)
+                if asking and isinstance(exc, redis.exceptions.AskError)
+                else self._pool_for(call.slot)
+            )
+            conn = pool.get_connection()
+            try:
+                command = call.command(by_sha=False)
+                conn.send_packed_command(  # type: ignore[no-untyped-call]
+                    [*_pack([b"ASKING"]), *command] if asking else command
+                )
+                if asking:
+                    conn.read_response()
+                return conn.read_response()
+            except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as again:
+                exc = again
+            except redis.exceptions.ResponseError as failed:
+                self._abandon()
+                raise script_error(failed, name, self._lock_key) from None
+            except redis.exceptions.RedisError as failed:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                self._abandon()
+                raise SinkError(f"{name} failed during the write: {failed}") from None
+            finally:
+                pool.release(conn)
+        self._abandon()
+        raise SinkError(f"{self._where} kept redirecting slot {call.slot}: {exc}")
+
+    def _refresh(self) -> None:
+        """Re-read the slot map (after MOVED): later calls go to the new owners."""
+        if isinstance(self._client, RedisCluster):
+            try:
+                self._client.nodes_manager.initialize()
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+                raise SinkError(f"{self._where}: cannot refresh the slot map: {exc}") from None
+        self._slot_nodes = [None] * SLOTS
+
+    def _ask_pool(self, exc: redis.exceptions.AskError) -> tuple[redis.ConnectionPool, str]:
+        assert isinstance(self._client, RedisCluster)  # only a cluster says ASK
+        target = self._client.nodes_manager.get_node(host=exc.host, port=exc.port)
+        if target is None or target.redis_connection is None:
+            self._refresh()
+            target = self._client.nodes_manager.get_node(host=exc.host, port=exc.port)
+        if target is None or target.redis_connection is None:
+            raise SinkError(f"{self._where}: ASK names unknown node {exc.host}:{exc.port}")
+        return target.redis_connection.connection_pool, f"Redis at {target.name}"
 
     def _abandon(self) -> None:
-        """Drop the connection: replies still due on it must never reach another caller."""
+        """Drop the connections: replies still due on them must never reach another caller."""
         self._pending.clear()
-        self._conn.disconnect()  # type: ignore[no-untyped-call]
+        for node in self._nodes.values():
+            node.conn.disconnect()
 
-    def _failed(self, exc: Exception) -> SinkError:
+    def _failed(self, node: _Node, exc: Exception) -> SinkError:
         self._abandon()
-        return SinkError(f"Redis at {self._where} failed during the write: {exc}")
+        return SinkError(f"{node.name} failed during the write: {exc}")
 
 
-_WRITE = WRITE_SCRIPT.encode()
-_PUBLISH = PUBLISH_SCRIPT.encode()
-_TOUCH = TOUCH_SCRIPT.encode()
+class SlotStates:
+    """What this run learned of each slot's guard state, and fresh values to create one.
+
+    Only the learned value of a slot lets a write through; b"" (unknown) never matches.
+    """
+
+    def __init__(self) -> None:
+        self.known: list[bytes] = [b""] * SLOTS
+        self._nonce = secrets.token_hex(8)
+        self._count = 0
+
+    def fresh(self) -> bytes:
+        """A state value no slot ever had: random per process, counted per call."""
+        self._count += 1
+        return b"%s.%d" % (self._nonce.encode(), self._count)
+
+
+def learn_states(pipe: ScriptPipe, keys: Keys, ids: Sequence[int] | None = None) -> SlotStates:
+    """The states of the slots of these products (all slots for None or many ids).
+
+    Missing states are created. What a warm compares its writes with.
+    """
+    states = SlotStates()
+    slots: Sequence[int] = range(SLOTS)
+    if ids is not None and len(ids) < SLOTS:
+        slots = sorted({key_slot(keys.product(i).encode()) for i in ids})
+    fresh = states.fresh()  # one value for every slot created now: unique per slot still
+    calls = []
+    for group in pipe.groups(slots):
+        for start in range(0, len(group), ENSURE_CHUNK):
+            chosen = group[start : start + ENSURE_CHUNK]
+
+            def collect(reply: list[bytes], chosen: list[int] = chosen) -> None:
+                for i, state in zip(chosen, reply, strict=True):
+                    states.known[slots[i]] = state
+
+            calls.append(
+                Call.of(
+                    ENSURE,
+                    slots[chosen[0]],
+                    [keys.slot_state(slots[i]).encode() for i in chosen],
+                    [fresh, b"%d" % STATE_TTL_MS],
+                    collect,
+                )
+            )
+    pipe.run(calls)
+    return states
 
 
 class BatchWriter:
-    """Writes listings batch by batch through WRITE_SCRIPT, pipelined one batch deep."""
+    """Writes listings batch by batch through WRITE_SCRIPT, pipelined one batch deep.
 
-    def __init__(self, pipe: ScriptPipe, keys: Keys, epoch: int) -> None:
+    The states a batch is checked against are those known when `send` is called, which
+    the reader does after the batch's MySQL read: they were learned before that read.
+    Replies update them only inside `send` and `finish`.
+    """
+
+    def __init__(
+        self,
+        pipe: ScriptPipe,
+        keys: Keys,
+        fence: Fence,
+        states: SlotStates,
+        *,
+        ttl_s: int,
+        jitter: float,
+    ) -> None:
         self._pipe = pipe
         self._keys = keys
+        self._fence = fence
+        self._states = states
+        self._ttl_ms = ttl_s * 1000
+        self._jitter_ms = int(ttl_s * 1000 * jitter)
         self.totals = WriteTotals()
-        self.skipped: set[int] = set()  # invalidated while this run was reading them
-        # The invalidation epoch as of the latest reply: reading it before a batch's
-        # SELECT is what the tombstone check needs, and an older value is only stricter.
-        self.epoch = epoch
+        self.skipped: set[int] = set()  # invalidated (or state unknown) while being read
+        self._state_names = [_arg(keys.slot_state(slot).encode()) for slot in range(SLOTS)]
+        self._packed: dict[bytes, bytes] = {}  # slot states as RESP; few distinct values
 
-    def send(self, epoch: int, items: Sequence[tuple[int, bytes]]) -> None:
-        """Queue one batch of (id, payload); an empty payload deletes the listing."""
+    def spread(self, calls: int) -> tuple[list[bytes], Iterator[bytes]]:
+        """ARGV 4-5 (TTL, jitter), and ARGV 6 for each of `calls` calls: an offset into
+        the jitter that differs per call, so listings written together spread out."""
+        base, width = random.randrange(self._jitter_ms + 1), self._jitter_ms + 1
+        offsets = (b"%d" % ((base + k * 7907) % width) for k in range(calls))
+        return [b"%d" % self._ttl_ms, b"%d" % self._jitter_ms], offsets
+
+    def send(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Queue one batch of (id, payload); an empty payload deletes the listing.
+
+        Packed by hand: on a cluster this makes about one script call per listing.
+        """
         if not items:
             return
-        product, tombstone = self._keys.product, self._keys.tombstone
-        names: list[bytes] = [self._keys.epoch.encode()]
-        payloads: list[bytes] = [b"%d" % epoch]
-        for product_id, payload in items:
-            names += (product(product_id).encode(), tombstone(product_id).encode())
-            payloads.append(payload)
-            self.totals.bytes += len(payload)
-        ids = [product_id for product_id, _ in items]
+        product, state_names, known = self._keys.product, self._state_names, self._states.known
+        names = [product(i).encode() for i, _ in items]
+        slots = [key_slot(name) for name in names]
+        pipe = self._pipe
+        lock = [_arg(k) for k in pipe.fence_keys(self._fence)]
+        groups = pipe.groups(slots)
+        ttl_jitter, offsets = self.spread(len(groups))
+        fence = b"".join(_arg(a) for a in (*pipe.fence_args(self._fence), *ttl_jitter))
+        tail = _arg(b"%d" % STATE_TTL_MS) + _arg(self._states.fresh())
+        packed = self._packed
+        self.totals.bytes += sum(len(payload) for _, payload in items)
+        calls: list[Call] = []
+        for group, offset in zip(groups, offsets, strict=True):
+            keys: list[bytes] = []
+            args: list[bytes] = []
+            for i in group:
+                state = known[slots[i]]
+                keys += (_arg(names[i]), state_names[slots[i]])
+                args += (
+                    packed.get(state) or packed.setdefault(state, _arg(state)),
+                    _arg(items[i][1]),
+                )
+            head = _arg(b"%d" % (len(lock) + len(keys)))
+            body = b"".join((head, *lock, *keys, fence, _arg(offset), tail, *args))
+            collect = partial(self._collect, items, slots, group)
+            count = 9 + len(lock) + 2 * len(keys)  # numkeys, keys, 8 fixed and 2 per listing
+            calls.append(Call(WRITE, slots[group[0]], count, [body], collect))
+        pipe.send(calls)
 
-        def collect(reply: Any) -> None:
-            written, unchanged, removed, skipped, now = reply
-            self.epoch = max(self.epoch, now)
-            self.totals.written += written
-            self.totals.unchanged += unchanged
-            self.totals.removed += removed
-            self.skipped.update(ids[i - 1] for i in skipped)
+    def _collect(
+        self, items: Sequence[tuple[int, bytes]], slots: list[int], group: list[int], reply: Any
+    ) -> None:
+        written, unchanged, removed, skipped, states = reply
+        self.totals.written += written
+        self.totals.unchanged += unchanged
+        self.totals.removed += removed
+        for position, state in zip(skipped, states, strict=True):
+            i = group[position - 1]
+            self.skipped.add(items[i][0])
+            self._states.known[slots[i]] = state
 
-        self._pipe.call(_WRITE, names, payloads, collect)
+    def touch(self, ids: Sequence[int], on_missing: Callable[[list[int]], None]) -> None:
+        """Refresh the TTL of current listings; `on_missing` gets the ids that were gone."""
+        if not ids:
+            return
+        names = [self._keys.product(i).encode() for i in ids]
+        slots = [key_slot(name) for name in names]
+        pipe, fence = self._pipe, self._fence
+        calls = []
+        groups = pipe.groups(slots)
+        ttl_jitter, offsets = self.spread(len(groups))
+        for group, offset in zip(groups, offsets, strict=True):
+
+            def collect(reply: list[int], group: list[int] = group) -> None:
+                on_missing([ids[group[i - 1]] for i in reply])
+
+            keys = pipe.fence_keys(fence) + [names[i] for i in group]
+            args = [*pipe.fence_args(fence), *ttl_jitter, offset]
+            calls.append(Call.of(TOUCH, slots[group[0]], keys, args, collect))
+        pipe.send(calls)
 
 
-def touch(
-    pipe: ScriptPipe, keys: Keys, ids: Sequence[int], on_missing: Callable[[list[int]], None]
-) -> None:
-    """Refresh the TTL of current listings; `on_missing` gets the ids that were gone."""
-    if not ids:
-        return
-    names = [keys.product(i).encode() for i in ids]
-    pipe.call(_TOUCH, names, [], lambda reply: on_missing([ids[i - 1] for i in reply]))
-
-
-def script_error(exc: redis.exceptions.ResponseError, where: str) -> Exception:
+def script_error(exc: redis.exceptions.ResponseError, where: str, lock_key: str = "") -> Exception:
     message = str(exc)
     if message.startswith("CACHEWARM_FENCED"):
-        return LockLost(f"Redis {message.removeprefix('CACHEWARM_FENCED ')}; wrote nothing more")
+        return LockLost(f"Redis lock {lock_key} is no longer held by this run; wrote nothing more")
     if message.startswith("CACHEWARM_DEADLINE"):
         return DeadlineExceeded("run passed run.max_seconds while writing to Redis; stopped")
-    return SinkError(f"Redis at {where} rejected a write: {message}")
+    return SinkError(f"{where} rejected a write: {message}")
 
 
 def publish_hot(
-    client: redis.Redis,
+    pipe: ScriptPipe,
     keys: Keys,
     fence: Fence,
     hot_json: bytes | bytearray,
     *,
     expire_at_ms: int,
     meta: dict[str, str],
-    where: str,
 ) -> None:
-    """Replace the hot list in one step, after every listing in it was written.
+    """Replace the hot list and its meta in one fenced step, after every listing was written.
 
-    Sent as RESP chunks so the list (7 MB at a million ids) is never copied into a
+    The list (7 MB at a million ids) goes out as RESP chunks, never copied into a
     command buffer.
     """
-    args: list[bytes | bytearray] = [
-        b"EVAL",
-        _PUBLISH,
-        b"3",
-        fence.lock_key.encode(),
-        keys.hot.encode(),
-        keys.hot_meta.encode(),
-        fence.token.encode(),
-        b"%d" % fence.deadline_ms,
-        hot_json,
-        b"%d" % expire_at_ms,
-        *(part.encode() for pair in meta.items() for part in pair),
-    ]
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_packed_command(_pack(args))  # type: ignore[no-untyped-call]
-        conn.read_response()
-    except redis.exceptions.ResponseError as exc:
-        raise script_error(exc, where) from None
-    except redis.exceptions.RedisError as exc:
-        conn.disconnect()  # type: ignore[no-untyped-call]
-        raise SinkError(f"Redis at {where} failed publishing {keys.hot}: {exc}") from None
-    finally:
-        pool.release(conn)
+    hot = keys.hot.encode()
+    call = Call.of(
+        PUBLISH,
+        key_slot(hot),
+        [*pipe.fence_keys(fence), hot, keys.hot_meta.encode()],
+        [
+            *pipe.fence_args(fence),
+            hot_json,
+            b"%d" % expire_at_ms,
+            *(part.encode() for pair in meta.items() for part in pair),
+        ],
+        lambda _: None,
+    )
+    pipe.run([call])
 
 
 def invalidate(
-    client: redis.Redis,
-    keys: Keys,
-    ids: Sequence[int],
-    *,
-    tombstone_s: float,
-    batch: int,
-    where: str,
-) -> tuple[int, int]:
-    """Delete listings and stamp tombstones, one script call per batch, pipelined.
+    pipe: ScriptPipe, keys: Keys, ids: Sequence[int], *, batch: int
+) -> tuple[SlotStates, int]:
+    """Delete listings and give their slots fresh states, one script per batch (or slot).
 
-    Returns (epoch after the last batch, listings deleted).
+    Returns the states set (for a refill that reads the products afterwards) and how
+    many listings were deleted.
     """
-    ttl_ms = int((tombstone_s + TOMBSTONE_MARGIN_S) * 1000)
-    pipe = client.pipeline(transaction=False)
+    states = SlotStates()
+    deleted: list[int] = []
     for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        names = [name for i in chunk for name in (keys.product(i), keys.tombstone(i))]
-        pipe.eval(INVALIDATE_SCRIPT, 1 + len(names), keys.epoch, *names, ttl_ms)
-    try:
-        replies = pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        raise SinkError(f"Redis at {where} failed during invalidate: {exc}") from None
-    return max(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+        names = [keys.product(i).encode() for i in ids[start : start + batch]]
+        slots = [key_slot(name) for name in names]
+        fresh = states.fresh()
+        calls = []
+        for group in pipe.groups(slots):
+            for i in group:
+                states.known[slots[i]] = fresh
+            calls.append(
+                Call.of(
+                    INVALIDATE,
+                    slots[group[0]],
+                    [k for i in group for k in (names[i], keys.slot_state(slots[i]).encode())],
+                    [fresh, b"%d" % STATE_TTL_MS],
+                    deleted.append,
+                )
+            )
+        pipe.send(calls)
+    pipe.finish()
+    return states, sum(deleted)
 
 
-def delete_listings(client: redis.Redis, keys: Keys, ids: Iterable[int]) -> int:
-    """Delete these listings, a thousand keys per DEL, in one round trip; returns how many."""
+def delete_listings(client: Client, keys: Keys, ids: Iterable[int]) -> int:
+    """Delete these listings, a thousand keys per DEL (per slot on a cluster); how many."""
     names = [keys.product(i) for i in ids]
+    if isinstance(client, RedisCluster):
+        return sum(client.delete(*names[s : s + 1000]) for s in range(0, len(names), 1000))
     pipe = client.pipeline(transaction=False)
     for start in range(0, len(names), 1000):
         pipe.delete(*names[start : start + 1000])
     return sum(pipe.execute()) if names else 0
 
 
-def hot_meta(client: redis.Redis, keys: Keys) -> dict[str, str]:
+def hot_meta(client: Client, keys: Keys) -> dict[str, str]:
     """What the last published run recorded: when, watermark, last full warm."""
     raw: dict[bytes, bytes] = client.hgetall(keys.hot_meta)  # type: ignore[assignment]
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def current_values(client: redis.Redis, keys: Keys, ids: Sequence[int]) -> list[bytes | None]:
+def current_values(client: Client, keys: Keys, ids: Sequence[int]) -> list[bytes | None]:
     """What readers see now for these products (read-only: used by dry runs and show)."""
     if not ids:
         return []
-    values = client.mget([keys.product(i) for i in ids])
+    names = [keys.product(i) for i in ids]
+    values = (
+        client.mget_nonatomic(names) if isinstance(client, RedisCluster) else client.mget(names)
+    )
     return [v if isinstance(v, bytes) else None for v in values]

@@ -16,7 +16,7 @@ import redis.exceptions
 from . import follow, lock, runlog, sink
 from .config import Settings
 from .errors import SinkError
-from .urls import redact_url, scrub
+from .urls import scrub
 
 
 def show(settings: Settings, product_id: int) -> bytes | None:
@@ -24,8 +24,8 @@ def show(settings: Settings, product_id: int) -> bytes | None:
     client = sink.connect(settings.redis)
     try:
         value = client.get(settings.keys.product(product_id))
-    except redis.exceptions.RedisError as exc:
-        raise SinkError(f"Redis at {redact_url(settings.redis.url)} failed: {exc}") from None
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise SinkError(f"{sink.describe(settings.redis)} failed: {exc}") from None
     finally:
         client.close()
     return value if isinstance(value, bytes) else None
@@ -103,10 +103,8 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
                 run_id=meta.get("run_id"),
                 expires_in_s=round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
             )
-    except redis.exceptions.RedisError as exc:
-        report.redis_error = scrub(
-            f"Redis at {redact_url(settings.redis.url)} failed: {exc}", secrets
-        )
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        report.redis_error = scrub(f"{sink.describe(settings.redis)} failed: {exc}", secrets)
     finally:
         client.close()
     return report

@@ -469,6 +469,227 @@ def _redis_server(base_dir: Path, log: Path, port: int, extra: list[str]) -> Ser
     return server
 
 
+@dataclass
+class RedisCluster:
+    """A throwaway Redis Cluster: masters only, every slot assigned, cluster_state:ok."""
+
+    nodes: list[Server]
+
+    @property
+    def url(self) -> str:
+        """Any node will do as a seed; the client learns the rest from it."""
+        return self.nodes[0].url
+
+    @property
+    def seeds(self) -> list[str]:
+        return [f"{n.host}:{n.port}" for n in self.nodes]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
+    """Start `masters` cluster-enabled servers, join them with `redis-cli --cluster create`.
+
+    Returns once every node reports cluster_state:ok and agrees on the slot map.
+    """
+    base_dir = base_dir.resolve()
+    nodes: list[Server] = []
+    try:
+        for i in range(masters):
+            node_dir = base_dir / f"node{i}"
+            nodes.append(
+                start_redis(
+                    node_dir,
+                    port=_free_cluster_port(),
+                    extra_args=[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "3000",
+                        # Tests check what a failed run left on the nodes still up.
+                        "--cluster-allow-reads-when-down",
+                        "yes",
+                    ],
+                )
+            )
+        create = [
+            _which("redis-cli"),
+            "--cluster",
+            "create",
+            *(f"{n.host}:{n.port}" for n in nodes),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]
+        done = subprocess.run(
+            create, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ServerError(f"redis-cli --cluster create failed:\n{done.stdout[-3000:]}")
+        wait_cluster_ok(nodes)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisCluster(nodes)
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, as Redis requires."""
+    for _ in range(100):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+            try:
+                bus.bind((HOST, port + 10000))
+            except OSError:
+                continue
+        return port
+    raise ServerError("no free port pair for a cluster node")
+
+
+def wait_cluster_ok(nodes: Sequence[Server]) -> None:
+    """Every node says cluster_state:ok and knows every other node."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        ready = 0
+        for node in nodes:
+            client = redis.Redis(host=node.host, port=node.port, socket_timeout=2)
+            try:
+                info = client.cluster("INFO")
+                nodes_seen = client.cluster("NODES")
+                ready += info.get("cluster_state") == "ok" and len(nodes_seen) == len(nodes)
+            except redis.exceptions.RedisError:
+                pass
+            finally:
+                client.close()
+        if ready == len(nodes):
+            return
+        time.sleep(0.1)  # gossip settles within a few node-timeout ticks
+    raise ServerError(f"cluster on {[n.port for n in nodes]} never reached cluster_state:ok")
+
+
+SENTINEL_SERVICE = "cwmaster"
+
+
+@dataclass
+class RedisSentinel:
+    """A throwaway Sentinel setup: one master, one replica, and sentinels watching them."""
+
+    master: Server
+    replica: Server
+    sentinels: list[Server]
+    service_name: str = SENTINEL_SERVICE
+
+    @property
+    def seeds(self) -> list[str]:
+        return [f"{s.host}:{s.port}" for s in self.sentinels]
+
+    def master_address(self) -> tuple[str, int]:
+        """Where the sentinels say the master is now."""
+        client = redis.Redis(host=self.sentinels[0].host, port=self.sentinels[0].port)
+        try:
+            address = client.sentinel_get_master_addr_by_name(self.service_name)
+        finally:
+            client.close()
+        if not isinstance(address, tuple):
+            raise ServerError(f"sentinels do not know {self.service_name}")
+        host, port = address
+        return host.decode() if isinstance(host, bytes) else str(host), int(port)
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            server.stop()
+
+
+def start_redis_sentinel(base_dir: Path, sentinels: int = 1) -> RedisSentinel:
+    """Master, replica (synced), and `sentinels` sentinels that have seen the replica.
+
+    Quorum 1 and a one-second down-after, so failovers in tests take seconds.
+    """
+    base_dir = base_dir.resolve()
+    started: list[Server] = []
+    try:
+        master = start_redis(base_dir / "master")
+        started.append(master)
+        replica = start_redis(
+            base_dir / "replica", extra_args=["--replicaof", master.host, str(master.port)]
+        )
+        started.append(replica)
+        watchers = []
+        for i in range(sentinels):
+            watchers.append(_start_sentinel(base_dir / f"sentinel{i}", master))
+            started.append(watchers[-1])
+        setup = RedisSentinel(master, replica, watchers)
+        _wait_sentinel_ready(setup)
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return setup
+
+
+def _start_sentinel(base_dir: Path, master: Server) -> Server:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    log = base_dir / "sentinel.log"
+
+    def start(port: int) -> Server:
+        conf = base_dir / "sentinel.conf"  # sentinel rewrites its own config file
+        conf.write_text(
+            f"port {port}\nbind {HOST}\ndir {base_dir}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} {master.host} {master.port} 1\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+        )
+        server = Server(
+            kind="redis",
+            host=HOST,
+            port=port,
+            base_dir=base_dir,
+            argv=[_which("redis-server"), str(conf), "--sentinel", "--logfile", str(log)],
+            log=log,
+            url=f"redis://{HOST}:{port}",
+        )
+        server.start()
+        return server
+
+    return _start_on_port(None, start)
+
+
+def _wait_sentinel_ready(setup: RedisSentinel) -> None:
+    """The replica is in sync and every sentinel lists it: a failover can then succeed."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        ok = True
+        master = redis.Redis(host=setup.master.host, port=setup.master.port)
+        try:
+            info = master.info("replication")
+            ok = any(
+                isinstance(v, dict) and v.get("state") == "online"
+                for k, v in info.items()
+                if k.startswith("slave")
+            )
+            for s in setup.sentinels:
+                client = redis.Redis(host=s.host, port=s.port)
+                try:
+                    ok = ok and bool(client.sentinel_slaves(setup.service_name))
+                finally:
+                    client.close()
+        except redis.exceptions.RedisError:
+            ok = False
+        finally:
+            master.close()
+        if ok:
+            return
+        time.sleep(0.2)  # replication handshake and sentinel discovery
+    raise ServerError("sentinel setup never saw its replica in sync")
+
+
 def delete_prefix(client: redis.Redis, prefix: str, batch: int = 1000) -> int:
     """Delete every key under `prefix:` with SCAN; never FLUSHDB, the Redis may be shared."""
     deleted = 0

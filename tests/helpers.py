@@ -147,6 +147,33 @@ def running_listing_batches(
     return found
 
 
+def invalidate_a_batch_in_flight(
+    conn: Connection, warm_alive: Callable[[], bool], invalidate: Callable[[list[int]], object]
+) -> list[int]:
+    """The admin flow, raced against a warm: edit rows a listing query is reading, invalidate.
+
+    Returns the ids of a batch whose query was still running after the invalidation
+    returned (the warm holds their rows from before the edit), or [] if none was caught.
+    """
+    for _ in range(4):
+        batches: list[tuple[int, list[int]]] = []
+
+        def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
+            found[:] = [b for b in running_listing_batches(conn) if b[0] >= 100]
+            return bool(found)
+
+        wait_for("a listing query in flight", lambda: reading() or not warm_alive())
+        if not batches:
+            return []
+        ids = batches[0][1]
+        with conn.cursor() as cur:
+            cur.execute("UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
+        invalidate(ids)
+        if any(b[1] == ids for b in running_listing_batches(conn)):
+            return ids
+    return []
+
+
 def kill_queries(conn: Connection, marker: str) -> None:
     """KILL every other connection whose running query contains `marker`."""
     with conn.cursor() as cur:

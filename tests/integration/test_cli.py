@@ -25,6 +25,7 @@ from tests.helpers import (
     on_a_terminal,
     running,
     runs,
+    snapshot,
     start,
     wait_for_lock_holder,
 )
@@ -90,11 +91,12 @@ def test_bad_ids_touch_nothing(
     config = str(make_config())
     cachewarm("--config", config, "run")
     hot = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")
+    before = snapshot(redis_client, key_prefix)
     result = cachewarm("--config", config, "invalidate", str(hot[0]), bad)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "invalid product id" in result.stderr
     assert redis_client.exists(f"{key_prefix}:v1:product:{hot[0]}")
-    assert not redis_client.exists(f"{key_prefix}:v1:meta:epoch")
+    assert snapshot(redis_client, key_prefix) == before
 
 
 def test_bad_config_exits_2_and_touches_nothing(

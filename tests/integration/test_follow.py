@@ -28,7 +28,7 @@ from cachewarm import follow
 from cachewarm.binlog import default_server_id
 from cachewarm.config import Settings, load_settings
 from cachewarm.errors import BinlogUnfit, ConfigError, LockHeld, LostPosition, SourceError
-from cachewarm.keys import Keys
+from cachewarm.keys import Keys, key_slot
 from cachewarm.runlog import RunRecord
 from tests.helpers import (
     MakeConfig,
@@ -366,9 +366,10 @@ def test_edit_during_an_in_flight_warm_leaves_no_stale_listing(
                 if not batches:
                     break
                 ids = batches[0][1]
+                invalidated = _invalidated_since(redis_client, keys, ids)
                 sql(db, "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
                 # The follower invalidates on its own; catch it while the read still runs.
-                wait_for("the follower to invalidate", _tombstoned(redis_client, keys, ids))
+                wait_for("the follower to invalidate", invalidated)
                 if any(b[1] == ids for b in running_listing_batches(db)):
                     raced = ids
                     break
@@ -384,8 +385,27 @@ def test_edit_during_an_in_flight_warm_leaves_no_stale_listing(
             assert json.loads(value)["name"] == f"edited {product_id}", "stale listing written"
 
 
-def _tombstoned(client: redis.Redis, keys: Keys, ids: list[int]) -> Callable[[], bool]:
-    return lambda: client.exists(*(keys.tombstone(i) for i in ids)) == len(ids)
+def _slot_states(client: redis.Redis, keys: Keys, ids: list[int]) -> list[bytes | None]:
+    """The guard's state of each id's slot: every invalidation gives its slot a fresh one."""
+    values = client.mget([keys.slot_state(key_slot(keys.product(i).encode())) for i in ids])
+    return [v if isinstance(v, bytes) else None for v in values]
+
+
+def _invalidated_since(client: redis.Redis, keys: Keys, ids: list[int]) -> Callable[[], bool]:
+    """True once every id's slot state differs from what it is now."""
+    before = _slot_states(client, keys, ids)
+    return lambda: (
+        all(
+            b is None or a != b
+            for a, b in zip(_slot_states(client, keys, ids), before, strict=True)
+        )
+        and None not in _slot_states(client, keys, ids)
+    )
+
+
+def _stamped(client: redis.Redis, keys: Keys, ids: list[int]) -> Callable[[], bool]:
+    """On a Redis that started empty and that no warm touches: every id was invalidated."""
+    return lambda: None not in _slot_states(client, keys, ids)
 
 
 # --- 3. at least once: restarts, rotation, DDL --------------------------------------------
@@ -714,7 +734,7 @@ def test_reconnects_after_redis_restarts_and_misses_nothing(
             wait_for("the follower to notice", lambda: state(s)["last_error"], 30)
             redis_server.start()  # empty: only a replayed invalidation can stamp `a` again
             sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (b,))
-            wait_for("both edits applied after the restart", _tombstoned(client, keys, [a, b]), 60)
+            wait_for("both edits applied after the restart", _stamped(client, keys, [a, b]), 60)
     finally:
         client.close()
 

@@ -31,6 +31,7 @@ from tests.helpers import (
     MakeSettings,
     cachewarm,
     gate,
+    invalidate_a_batch_in_flight,
     kill_queries,
     lock_is_free,
     one_line,
@@ -77,27 +78,10 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
 
     thread = threading.Thread(target=run)
     thread.start()
-    raced: list[int] = []
     try:
-        for _ in range(4):  # a batch whose read is still going after the invalidation returns
-            batches: list[tuple[int, list[int]]] = []
-
-            def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
-                found[:] = [b for b in running_listing_batches(shop_conn) if b[0] >= 100]
-                return bool(found)
-
-            wait_for("a listing query in flight", lambda: reading() or not thread.is_alive())
-            if not batches:
-                break
-            ids = batches[0][1]
-            with shop_conn.cursor() as cur:
-                cur.execute(
-                    "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,)
-                )
-            cw.invalidate(admin, ids, rewarm=rewarm)
-            if any(b[1] == ids for b in running_listing_batches(shop_conn)):
-                raced = ids  # the warm read these rows before the edit and still holds them
-                break
+        raced = invalidate_a_batch_in_flight(
+            shop_conn, thread.is_alive, lambda ids: cw.invalidate(admin, ids, rewarm=rewarm)
+        )
     finally:
         thread.join(timeout=30)
     assert raced, "never caught a batch in flight; the race was not exercised"

@@ -1,0 +1,275 @@
+"""Redis Cluster: the guarantee tests, run against a real 3-master cluster, and its faults.
+
+The imported tests are the single-Redis ones, unchanged: this module points their
+fixtures (`redis_url`, `redis_client`, `key_prefix`, `make_config`) at the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import servers
+from pymysql.connections import Connection
+from redis.cluster import RedisCluster
+
+import cachewarm as cw
+from cachewarm import sink
+from cachewarm.keys import Keys, key_slot
+from tests.helpers import (
+    MakeConfig,
+    MakeSettings,
+    cachewarm,
+    one_line,
+    product_keys,
+    runs,
+    slow_listing_query,
+    start,
+    wait_for,
+)
+from tests.integration.test_cli import test_kill_9_mid_run_then_next_run_succeeds
+from tests.integration.test_reliability import (
+    finish,
+    test_hung_query_stops_at_max_seconds_and_names_what_hung,
+    test_invalidation_during_a_warm_is_never_overwritten_with_stale_data,
+    test_overlapping_redis_lock_runs_second_skips,
+    test_paused_redis_lock_holder_cannot_overwrite_the_next_holder,
+    test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone,
+)
+from tests.integration.test_warm import (
+    hot_ids,
+    test_empty_hot_query_keeps_the_published_list,
+    test_invalidate_rewarm_writes_the_fresh_row,
+    test_run_writes_every_hot_listing_then_the_hot_list,
+    test_status_reports_runs_and_hot_list,
+)
+from tests.integration.topologies import (
+    SlotMove,
+    cluster_client,
+    node_client,
+    prefix_cleanup,
+    slot_owner,
+)
+
+__all__ = [  # collected here again, against the cluster
+    "test_empty_hot_query_keeps_the_published_list",
+    "test_hung_query_stops_at_max_seconds_and_names_what_hung",
+    "test_invalidate_rewarm_writes_the_fresh_row",
+    "test_invalidation_during_a_warm_is_never_overwritten_with_stale_data",
+    "test_kill_9_mid_run_then_next_run_succeeds",
+    "test_overlapping_redis_lock_runs_second_skips",
+    "test_paused_redis_lock_holder_cannot_overwrite_the_next_holder",
+    "test_run_writes_every_hot_listing_then_the_hot_list",
+    "test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone",
+    "test_status_reports_runs_and_hot_list",
+]
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_cluster: servers.RedisCluster) -> str:
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[RedisCluster]:
+    client = cluster_client(redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    client = cluster_client(redis_url)
+    try:
+        yield from prefix_cleanup(client)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def make_config(make_config: MakeConfig) -> MakeConfig:
+    return lambda **overrides: make_config(**{"mode": "cluster", **overrides})
+
+
+def test_listings_land_on_every_master(
+    make_settings: MakeSettings, redis_cluster: servers.RedisCluster, key_prefix: str
+) -> None:
+    record = cw.warm(make_settings())
+    assert record.status == "ok" and record.written > 100
+    per_node = []
+    for node in redis_cluster.nodes:
+        client = redis.Redis(host=node.host, port=node.port)
+        try:
+            per_node.append(len(product_keys(client, key_prefix)))
+        finally:
+            client.close()
+    assert sum(per_node) == record.written
+    assert all(n > 0 for n in per_node), per_node
+
+
+def test_seed_nodes_and_show(
+    make_settings: MakeSettings, redis_cluster: servers.RedisCluster, shop_conn: Connection
+) -> None:
+    """A dead first seed is fine when `nodes` names live ones; show reads across slots."""
+    s = make_settings(redis_url="redis://127.0.0.1:1/0", nodes=redis_cluster.seeds)
+    cw.warm(s)
+    hot = json.loads(cw.show(s, 1) or b"{}")
+    assert hot.get("id") == 1
+
+
+@pytest.fixture
+def slow_cluster_run(
+    make_config: MakeConfig, private_cluster: servers.RedisCluster
+) -> Iterator[tuple[Path, RedisCluster]]:
+    """A config for a slow warm into a private cluster, and a client for that cluster."""
+    config = make_config(
+        redis_url=private_cluster.url, listing_query=slow_listing_query(0.02), batch_size=4
+    )
+    client = cluster_client(private_cluster.url)
+    try:
+        yield config, client
+    finally:
+        client.close()
+
+
+def written(client: RedisCluster, prefix: str) -> int:
+    return len(list(client.scan_iter(match=f"{prefix}:v1:product:*")))
+
+
+def assert_every_hot_listing_current(client: RedisCluster, prefix: str) -> None:
+    keys = Keys(prefix, 1)
+    hot = json.loads(client.get(keys.hot) or b"[]")
+    assert len(hot) > 100
+    for product_id in hot:
+        listing = json.loads(client.get(keys.product(product_id)) or b"null")
+        assert listing is not None and listing["id"] == product_id
+
+
+@pytest.mark.timeout(120)
+def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
+    slow_cluster_run: tuple[Path, RedisCluster],
+    private_cluster: servers.RedisCluster,
+    key_prefix: str,
+) -> None:
+    config, client = slow_cluster_run
+    hot_key = Keys(key_prefix, 1).hot
+    victim = next(
+        n
+        for n in private_cluster.nodes
+        if n is not slot_owner(private_cluster, key_slot(hot_key.encode()))
+    )
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
+        victim.kill()
+        code, _, err, _ = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 1, err
+    assert one_line(err).startswith("cachewarm: error: "), err
+    assert "Redis" in err
+    record = runs(config)[-1]
+    assert (record["status"], record["hot_published"]) == ("failed", False)
+    assert client.get(hot_key) is None
+    victim.restart()
+    servers.wait_cluster_ok(private_cluster.nodes)
+    again = cachewarm("--config", str(config), "run", timeout=90)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.timeout(120)
+def test_script_flush_mid_run_is_recovered(
+    slow_cluster_run: tuple[Path, RedisCluster],
+    private_cluster: servers.RedisCluster,
+    key_prefix: str,
+) -> None:
+    config, client = slow_cluster_run
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
+        for node in private_cluster.nodes:
+            flushing = node_client(node)
+            flushing.script_flush()
+            flushing.close()
+        code, _, err, _ = finish(proc, timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 0, err
+    assert_every_hot_listing_current(client, key_prefix)
+    # Only an EVAL (the NOSCRIPT fallback) puts a script back in a flushed cache.
+    assert any(
+        node_client(n).script_exists(sink.WRITE.sha.decode())[0] for n in private_cluster.nodes
+    )
+
+
+def error_count(node: servers.Server, section: str, name: str) -> int:
+    """A counter from the node's INFO (errorstats: MOVED, ASK; commandstats: cmdstat_asking)."""
+    client = node_client(node)
+    try:
+        stats = client.info(section).get(name, {})
+    finally:
+        client.close()
+    if not isinstance(stats, dict):
+        return 0
+    return int(str(stats.get("count") or stats.get("calls") or 0))
+
+
+@pytest.mark.timeout(120)
+def test_slots_moving_during_a_warm(
+    slow_cluster_run: tuple[Path, RedisCluster],
+    private_cluster: servers.RedisCluster,
+    shop_conn: Connection,
+    key_prefix: str,
+) -> None:
+    """ASK while slots are half moved, MOVED once moved: the warm follows, or fails cleanly."""
+    config, client = slow_cluster_run
+    keys = Keys(key_prefix, 1)
+    hot = hot_ids(shop_conn)
+
+    def slots(ids: list[int]) -> set[int]:
+        return {key_slot(keys.product(i).encode()) for i in ids}
+
+    halfway = slots(hot[len(hot) // 3 : len(hot) // 2])
+    moved = slots(hot[len(hot) * 3 // 4 :]) - halfway
+    moves = [SlotMove(private_cluster, s) for s in sorted(halfway | moved)]
+    proc = start("--config", str(config), "run")
+    try:
+        wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
+        for move in moves:  # as `redis-cli --cluster reshard` does, some slower to finish
+            move.mark()
+            move.move_keys()
+            if move.slot in moved:
+                move.finish()
+        wait_for(
+            "the warm past the half-moved slots",
+            lambda: written(client, key_prefix) >= len(hot) * 2 // 3 or proc.poll() is not None,
+            timeout=60,
+        )
+        for move in moves:
+            if move.slot in halfway:
+                move.finish()
+        code, _, err, _ = finish(proc, timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if code != 0:  # failing cleanly is allowed; then the next run must succeed
+        assert code == 1 and one_line(err), err
+        again = cachewarm("--config", str(config), "run", timeout=90)
+        assert again.returncode == 0, again.stderr
+    assert_every_hot_listing_current(client, key_prefix)
+    for move in moves:
+        assert slot_owner(private_cluster, move.slot) is move.target
+    nodes = private_cluster.nodes
+    assert sum(error_count(n, "errorstats", "errorstat_ASK") for n in nodes) > 0
+    assert sum(error_count(n, "errorstats", "errorstat_MOVED") for n in nodes) > 0
+    assert sum(error_count(n, "commandstats", "cmdstat_asking") for n in nodes) > 0
