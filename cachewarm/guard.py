@@ -41,6 +41,7 @@ class RunGuard:
         self._cutters: dict[int, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self.stopping = False  # a stop signal or the deadline was raised: cleaning up now
 
     def watch(self, cut: Callable[[], None]) -> Callable[[], None]:
         """Register a way to cut a connection; returns the call that unregisters it."""
@@ -107,11 +108,17 @@ def _timer(guard: RunGuard) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals(guard: RunGuard) -> Iterator[None]:
+    # Only the first stop raises: a second SIGTERM (or Ctrl-C) arriving while the run
+    # cleans up must not cut short its release of the lock or its run-log record.
     def interrupted(signum: int, _: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name, 128 + signum)
+        if not guard.stopping:
+            guard.stopping = True
+            raise Interrupted(signal.Signals(signum).name, 128 + signum)
 
     def alarm(_: int, __: FrameType | None) -> None:
-        raise guard.exceeded()
+        if not guard.stopping:
+            guard.stopping = True
+            raise guard.exceeded()
 
     def watch(fd: int) -> None:
         while (woken := os.read(fd, 64)) and 0 not in woken:  # 0: the stop sentinel

@@ -271,6 +271,29 @@ def test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone(
     assert cachewarm("--config", str(fast), "run").returncode == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_repeated_signals_while_cleaning_up_keep_the_run_log_line(
+    make_config: MakeConfig, shop_conn: Connection, sig: signal.Signals
+) -> None:
+    """An impatient operator (or init) signalling again must not cut the cleanup short."""
+    slow = make_config(listing_query=slow_listing_query(0.05), batch_size=4)
+    with running(start("--config", str(slow), "run")) as proc:
+        wait_for("a listing query in flight", lambda: running_listing_batches(shop_conn))
+        proc.send_signal(sig)
+        while proc.poll() is None:  # keep signalling through the whole cleanup
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            time.sleep(0.002)  # a signal every 2 ms: many land inside the cleanup
+        _, err = proc.communicate()
+    # Once cleanup is done the default action may end the process (-sig) before it prints.
+    assert proc.returncode in (128 + sig, -sig), err
+    if proc.returncode == 128 + sig:
+        assert one_line(err).startswith(f"cachewarm: error: interrupted by {sig.name} while ")
+    record = runs(slow)[-1]
+    assert (record["status"], record["pid"]) == ("interrupted", proc.pid)
+    assert lock_is_free(slow.with_name("cw.lock"))
+
+
 # --- 4. servers dying mid-run ---------------------------------------------------------------
 
 
