@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import guard
+from . import guard, pymysql_rows
 from .config import MySQLSettings
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
 from .errors import ConfigError, DeadlineExceeded, SourceError
@@ -75,6 +75,7 @@ class _Driver:
     connect: Callable[..., Any]
     error: type[Exception]
     streaming_cursor: Any
+    raw_rows: bool = False  # listings read as raw field bytes (pymysql_rows)
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -130,7 +131,9 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
         kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-    return _Driver(pymysql.connect, pymysql.MySQLError, pymysql.cursors.SSCursor)
+    return _Driver(
+        pymysql_rows.CONNECT, pymysql.MySQLError, pymysql.cursors.SSCursor, pymysql_rows.FAST
+    )
 
 
 class Source:
@@ -148,6 +151,7 @@ class Source:
         driver = (_mysqlclient if self.driver == "mysqlclient" else _pymysql)(settings, kwargs)
         self._error = driver.error
         self._streaming = driver.streaming_cursor
+        self._raw_rows = driver.raw_rows
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -229,18 +233,31 @@ class Source:
 
     @contextlib.contextmanager
     def _query(
-        self, what: str, query: str, params: dict[str, Any], *, stream: bool = True
+        self,
+        what: str,
+        query: str,
+        params: dict[str, Any],
+        *,
+        stream: bool = True,
+        raw: bool = False,
     ) -> Iterator[Any]:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
-        is read whole, which is cheaper per row.
+        is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
         """
         cur = None
         self._running = True  # until seen to its end: close() stops it on the server
         try:
             cur = self._conn.cursor(self._streaming if stream else None)
-            cur.execute(self._bounded(cur, query), params)
+            if not raw:
+                cur.execute(self._bounded(cur, query), params)
+            else:
+                self._conn.raw_rows = True
+                try:
+                    cur.execute(self._bounded(cur, query), params)
+                finally:
+                    self._conn.raw_rows = False
             yield cur
             cur.close()  # reads what is left of a streamed result: the statement is over
             self._running = False
@@ -322,12 +339,15 @@ class Source:
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
         """
-        with self._query("listing query", query, {"ids": IdList(ids)}, stream=False) as cur:
+        params = {"ids": IdList(ids)}
+        raw = self._raw_rows
+        with self._query("listing query", query, params, stream=False, raw=raw) as cur:
             try:
                 encoder = ListingEncoder(cur.description or (), json_columns=json_columns)
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
-            id_index, encode = encoder.id_index, encoder.encode
+            id_index = encoder.id_index
+            encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
             for row in cur.fetchall():
                 payload: bytes | InvalidJSON
                 try:
