@@ -263,7 +263,7 @@ class ListingEncoder:
         BIT, zerofill, ...) goes through the driver's decoding and _value().
         """
         plan = tuple(
-            (i, key, self._kind(i, column), column.decode)
+            (i, key, key + b'"', self._kind(i, column), column.decode)
             for i, (key, column) in enumerate(zip(self._keys, columns, strict=True))
         )
         value_of, dumps, columns_ = self._value, self._dumps, self.columns
@@ -272,23 +272,23 @@ class ListingEncoder:
         def encode(row: RawRow) -> bytes:
             parts: list[bytes] = []
             append = parts.append
-            for (i, key, kind, decode), raw in zip(plan, row, strict=True):
+            for (i, key, quote, kind, decode), raw in zip(plan, row, strict=True):
                 if raw is None:
                     append(key + b"null")
                 elif kind == _NUMBER:
                     append(key + raw)
                 elif kind == _QUOTED:
-                    append(key + b'"' + raw + b'"')
+                    append(quote + raw + b'"')
                 elif kind == _TEXT:
                     # Not ASCII: decoded only to fail on bad UTF-8 as the driver would.
                     if _NEEDS_ESCAPE(raw) is None and (raw.isascii() or decode(raw)):
-                        append(key + b'"' + raw + b'"')
+                        append(quote + raw + b'"')
                     else:
                         append(key + dumps(decode(raw)))
                 elif kind == _DATETIME:
-                    append(key + b'"' + decode(raw).encode("ascii") + b'"')
+                    append(quote + decode(raw).encode("ascii") + b'"')
                 elif kind == _BINARY:
-                    append(key + b'"' + b64(raw, newline=False) + b'"')
+                    append(quote + b64(raw, newline=False) + b'"')
                 elif kind == _EMBED:
                     append(key + embedded_json(columns_[i], raw))
                 else:

@@ -387,6 +387,8 @@ def _drop_repeats(ids: array[int]) -> array[int]:
 def _as_id(value: object, row: int, query: str) -> int:
     if type(value) is int and 0 <= value <= MAX_ID:
         return value
+    if type(value) is bytes and value.isdigit() and int(value) <= MAX_ID:  # a raw row's id
+        return int(value)
     if isinstance(value, str | bytes | decimal.Decimal) and _digits(value):
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
