@@ -95,13 +95,19 @@ class Reader:
         products that were deleted or hidden are no such evidence; they are removed.
         """
         record = self.record
-        for number, batch in enumerate(chunks(ids, self.batch_size), 1):
+        batches = chunks(ids, self.batch_size)
+        batch, epoch = next(batches, None), target.epoch
+        number = 0
+        while batch is not None:
+            number += 1
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
-            epoch = target.epoch
+            # The next batch's query may go out while this one is written (see
+            # Source.listings): its epoch is read before that, one batch early.
+            following, next_epoch = next(batches, None), target.epoch
             rows_before = self.rows
-            items = self.read(batch)
+            items = self.read(batch, then=following)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"
@@ -109,6 +115,7 @@ class Reader:
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
+            batch, epoch = following, next_epoch
 
     def _judge_empty(self, batch: Sequence[int], evidence: Evidence) -> None:
         self.record.stage = (
@@ -122,18 +129,18 @@ class Reader:
                 "their listings (check [warm] listing_query)"
             )
 
-    def read(self, batch: Sequence[int]) -> Items:
+    def read(self, batch: Sequence[int], *, then: Sequence[int] | None = None) -> Items:
         """Listings of one batch, in batch order.
 
         An id without a row, with one over max_payload_bytes, or whose json_columns value
         is not JSON gets b'' (whatever is cached for it is removed) and goes into `absent`.
         When the query returns several rows for one id, the first wins, and the run warns
-        once.
+        once. `then`: the next batch to read, see Source.listings.
         """
         found: dict[int, bytes | InvalidJSON] = {}
         repeats: dict[int, int] = {}
         for product_id, payload in self.src.listings(
-            self.query, batch, json_columns=self.json_columns
+            self.query, batch, json_columns=self.json_columns, then=then
         ):
             if product_id in found:
                 repeats[product_id] = repeats.get(product_id, 1) + 1

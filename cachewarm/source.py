@@ -152,6 +152,7 @@ class Source:
         self._error = driver.error
         self._streaming = driver.streaming_cursor
         self._raw_rows = driver.raw_rows
+        self._sent: tuple[Sequence[int], Any] | None = None  # (ids, cursor) sent ahead
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -240,39 +241,57 @@ class Source:
         *,
         stream: bool = True,
         raw: bool = False,
+        sent: Any = None,
     ) -> Iterator[Any]:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
         is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
+        `sent`: the cursor of a statement _send() sent ahead, whose result is read now.
         """
-        cur = None
+        cur = sent
         self._running = True  # until seen to its end: close() stops it on the server
         try:
-            cur = self._conn.cursor(self._streaming if stream else None)
-            if not raw:
+            if self._sent is not None and sent is None:  # sent ahead, then not asked for
+                self._sent[1].receive()
+                self._sent = None
+            if raw:
+                self._conn.raw_rows = True
+            if cur is None:
+                cur = self._conn.cursor(self._streaming if stream else None)
                 cur.execute(self._bounded(cur, query), params)
             else:
-                self._conn.raw_rows = True
-                try:
-                    cur.execute(self._bounded(cur, query), params)
-                finally:
-                    self._conn.raw_rows = False
+                cur.receive()
+            if raw:
+                self._conn.raw_rows = False
             yield cur
             cur.close()  # reads what is left of a streamed result: the statement is over
             self._running = False
         except self._error as exc:
-            if self._guard and self._guard.expired:  # cut by the guard's timer
-                raise self._guard.exceeded() from None
-            if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
-                raise DeadlineExceeded(
-                    f"run passed run.max_seconds; {self.where} stopped the {what}"
-                ) from None
-            raise SourceError(f"{self.where}: {what} failed: {describe(exc)}") from None
+            raise self._failed(what, exc) from None
         finally:
+            if raw:
+                self._conn.raw_rows = False
             if cur is not None:
                 with contextlib.suppress(self._error):  # a dead connection has nothing to drain
                     cur.close()
+
+    def _failed(self, what: str, exc: Exception) -> Exception:
+        if self._guard and self._guard.expired:  # cut by the guard's timer
+            return self._guard.exceeded()
+        if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
+            return DeadlineExceeded(f"run passed run.max_seconds; {self.where} stopped the {what}")
+        return SourceError(f"{self.where}: {what} failed: {describe(exc)}")
+
+    def _send(self, what: str, query: str, ids: Sequence[int]) -> None:
+        """Send the listing query of `ids` now; listings(ids) reads its result later."""
+        self._running = True
+        try:
+            cur = self._conn.cursor(pymysql_rows.Cursor)
+            cur.send(self._bounded(cur, query), {"ids": IdList(ids)})
+        except self._error as exc:
+            raise self._failed(what, exc) from None
+        self._sent = (ids, cur)
 
     @staticmethod
     def _rows(cur: Any) -> Iterator[Any]:
@@ -332,29 +351,44 @@ class Source:
             return str(cur.fetchone()[0])
 
     def listings(
-        self, query: str, ids: Sequence[int], *, json_columns: Sequence[str] = ()
+        self,
+        query: str,
+        ids: Sequence[int],
+        *,
+        json_columns: Sequence[str] = (),
+        then: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
         """(id, listing JSON) for the ids that still have a listing row.
 
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
+
+        `then`, the ids of the next call: once these rows are in, that query is sent, so
+        the server runs it while the caller encodes and writes these (with PyMySQL; other
+        drivers run it when asked). The next call must then pass that very object.
         """
+        sent = self._sent[1] if self._sent is not None and self._sent[0] is ids else None
+        if sent is not None:
+            self._sent = None
         params = {"ids": IdList(ids)}
         raw = self._raw_rows
-        with self._query("listing query", query, params, stream=False, raw=raw) as cur:
+        with self._query("listing query", query, params, stream=False, raw=raw, sent=sent) as cur:
             try:
                 encoder = ListingEncoder(cur.description or (), json_columns=json_columns)
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
             id_index = encoder.id_index
             encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
-            for row in cur.fetchall():
-                payload: bytes | InvalidJSON
-                try:
-                    payload = encode(row)
-                except InvalidJSON as exc:
-                    payload = exc
-                yield _as_id(row[id_index], 0, "listing"), payload
+            rows = cur.fetchall()
+        if then is not None and self._raw_rows:
+            self._send("listing query", query, then)
+        for row in rows:
+            payload: bytes | InvalidJSON
+            try:
+                payload = encode(row)
+            except InvalidJSON as exc:
+                payload = exc
+            yield _as_id(row[id_index], 0, "listing"), payload
 
 
 def _drop_repeats(ids: array[int]) -> array[int]:
