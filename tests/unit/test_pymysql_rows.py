@@ -95,9 +95,8 @@ def test_rows_with_every_length_prefix(raw: bool) -> None:
     fields = [b"7", b"", b"a" * 300, "é".encode() * 40000, b"b" * (2**24 + 5)]
     row = b"".join(lenenc(f) for f in fields[:2]) + b"\xfb" + b"".join(map(lenenc, fields[2:]))
     wire = Wire(split(0, row) + packet(len(row) // MAX_PACKET_LEN + 1, EOF_PACKET), raw=raw)
-    res = result(wire, [
-        ("ascii", int), ("utf8", None), ("utf8", None), ("utf8", None), ("utf8", None), (None, None),
-    ])  # fmt: skip
+    text = ("utf8", None)
+    res = result(wire, [("ascii", int), text, text, text, text, (None, None)])
     res._read_rowdata_packet()
     expected: tuple[object, ...] = (
         b"7",
