@@ -54,6 +54,16 @@ def iso_datetime(raw: str) -> str:
     return f"{date}T{clock}"
 
 
+def iso_datetime_bytes(raw: bytes) -> bytes:
+    """iso_datetime() of a raw DATETIME field, by slicing: the server's text has one shape."""
+    if raw[10:11] != b" " or raw[19:20] not in (b"", b"."):
+        return iso_datetime(raw.decode("ascii")).encode("ascii")
+    fraction = raw[20:]
+    if fraction.strip(b"0"):
+        return raw[:10] + b"T" + raw[11:19] + b"." + fraction.ljust(6, b"0")
+    return raw[:10] + b"T" + raw[11:19]
+
+
 FLOAT_TYPES = (FIELD_TYPE.FLOAT, FIELD_TYPE.DOUBLE)
 AS_SERVER_TEXT = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DATE, FIELD_TYPE.TIME)
 # Raw field text that is already the JSON spelling (less zerofill's leading zeros).
@@ -286,7 +296,7 @@ class ListingEncoder:
                     else:
                         append(key + dumps(decode(raw)))
                 elif kind == _DATETIME:
-                    append(quote + decode(raw).encode("ascii") + b'"')
+                    append(quote + iso_datetime_bytes(raw) + b'"')
                 elif kind == _BINARY:
                     append(quote + b64(raw, newline=False) + b'"')
                 elif kind == _EMBED:
