@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import __version__, check, output, render, views
+from . import __version__, check, follow, output, render, views
 from . import orchestrate as api
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
@@ -224,6 +225,24 @@ def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
         render.status(report)
     if report.redis_error:
         sys.exit(EX_FAILED)
+
+
+@cli.command(name="follow")
+@click.option("--from-now", is_flag=True, help="First start: follow from the binlog's end.")
+@click.option("--resync", is_flag=True, help="Invalidate every cached listing, follow from now.")
+@click.option("--rewarm/--no-rewarm", default=None, help="Refill listings [follow.rewarm].")
+@click.pass_obj
+def follow_cmd(opts: Options, from_now: bool, resync: bool, rewarm: bool | None) -> None:
+    """Invalidate listings from the MySQL binlog as rows change, until SIGTERM.
+
+    Resumes from its checkpoint; on SIGTERM or SIGINT it applies the current batch,
+    saves the checkpoint and exits 0.
+    """
+    if from_now and resync:
+        raise click.UsageError("--from-now and --resync exclude each other")
+    stop = threading.Event()
+    with follow.stop_on_signals(stop):
+        follow.follow(opts.settings(), from_now=from_now, resync=resync, rewarm=rewarm, stop=stop)
 
 
 @cli.command(name="check")

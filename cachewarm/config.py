@@ -7,6 +7,7 @@ typo in a cron job's config should fail loudly on the first run, not be silently
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -37,6 +38,9 @@ class MySQLSettings:
     ssl_cert: str | None = None
     ssl_key: str | None = None
     ssl_verify_identity: bool = False
+    # A replica for the warm's hot and listing queries; same user, password and TLS.
+    replica_url: str = ""
+    replica_max_wait: float = 1.0  # seconds a batch waits for the replica, then reads the primary
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,31 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class FollowSettings:
+    """`cachewarm follow`: which binlog row changes invalidate which products."""
+
+    # table -> column holding the product id, e.g. {"products" = "id"}
+    tables: dict[str, str] = field(default_factory=dict)
+    # table -> query returning product ids for the changed rows' primary keys, %(ids)s
+    queries: dict[str, str] = field(default_factory=dict)
+    schema: str = ""  # "" = the database in [mysql] url
+    server_id: int = 0  # 0 = derived from host, prefix and version (see binlog.py)
+    checkpoint: str = ""  # "" = per-user state dir, <prefix>-v<version>.follow.json
+    rewarm: bool = False
+    max_delay: float = 0.1  # seconds a changed id may wait to be batched
+    max_batch: int = 10_000  # ids per invalidation batch
+    max_outage: float = 300.0  # seconds MySQL or Redis may stay unreachable before exiting
+    metrics_textfile: str = ""  # the follower's Prometheus textfile; "" = none
+
+
+@dataclass(frozen=True)
 class Settings:
     mysql: MySQLSettings = field(default_factory=MySQLSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     warm: WarmSettings = field(default_factory=WarmSettings)
     keys: Keys = field(default_factory=Keys)
     run: RunSettings = field(default_factory=RunSettings)
+    follow: FollowSettings = field(default_factory=FollowSettings)
     source: str = "defaults"  # where the file came from, for messages
     notes: tuple[str, ...] = ()  # warnings found while loading, logged by the caller
     # (section, key) -> the file, env var or flag that set it, for messages
@@ -94,6 +117,14 @@ class Settings:
             Path(self.run.lockfile)
             if self.run.lockfile
             else default_state_dir() / (f"{self.keys.prefix}-v{self.keys.version}.lock")
+        )
+
+    @property
+    def follow_checkpoint(self) -> Path:
+        return (
+            Path(self.follow.checkpoint)
+            if self.follow.checkpoint
+            else default_state_dir() / f"{self.keys.prefix}-v{self.keys.version}.follow.json"
         )
 
     @property
@@ -115,6 +146,7 @@ SECTIONS: dict[str, type[Any]] = {
     "warm": WarmSettings,
     "keys": Keys,
     "run": RunSettings,
+    "follow": FollowSettings,
 }
 
 Overrides = Mapping[tuple[str, str], object]
@@ -263,6 +295,8 @@ def _coerce(hint: Any, value: object, origin: str) -> object:
     target = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if optional and value in ("", None):
         return None
+    if target == dict[str, str]:
+        return _string_table(value, origin)
     if target is Secret:
         if isinstance(value, Secret):
             return value
@@ -308,6 +342,20 @@ LONGEST_S = 10**8  # about three years: past this a duration is a typo, and over
 METRICS_TMP_EXTRA = len("..4194304.tmp")  # metrics.write's temp name around the file's name
 
 
+def _string_table(value: object, origin: str) -> dict[str, str]:
+    """A TOML inline table of strings, or the same as a JSON object in an env var."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"{origin}: expected a JSON object, got {value!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{origin}: expected a table of strings, got {value!r}")
+    return dict(value)
+
+
 def validate(s: Settings) -> None:
     """Range and shape checks that types alone cannot express.
 
@@ -345,6 +393,11 @@ def validate(s: Settings) -> None:
             f"[run] lock_ttl must be between 1 and {TIMEOUT_MAX_S} seconds",
         ),
         (0 < s.run.max_seconds < 10**7, "[run] max_seconds must be positive and finite"),
+        (0 < s.follow.max_delay <= 60, "[follow] max_delay must be between 0 and 60 seconds"),
+        (s.follow.max_batch > 0, "[follow] max_batch must be positive"),
+        (s.follow.max_outage >= 0, "[follow] max_outage must not be negative"),
+        (0 <= s.follow.server_id < 2**32, "[follow] server_id must be between 1 and 4294967295"),
+        (s.mysql.replica_max_wait >= 0, "[mysql] replica_max_wait must not be negative"),
     ]
     timeouts = (
         ("mysql", "connect_timeout", s.mysql.connect_timeout),
@@ -381,6 +434,12 @@ def validate(s: Settings) -> None:
             check()
         except ConfigError as exc:
             raise ConfigError(f"{_origin(s, f'[{section}] url')}: {exc}") from None
+    if s.mysql.replica_url:
+        if split_password(s.mysql.replica_url)[1] is not None:
+            raise ConfigError(
+                "[mysql] replica_url must not carry a password; the replica uses [mysql] password"
+            )
+        mysql_target(s.mysql.replica_url, s.mysql.password)
 
 
 def _origin(s: Settings, message: str) -> str:

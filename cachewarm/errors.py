@@ -69,3 +69,13 @@ class Interrupted(CachewarmError):
     def __init__(self, signal_name: str, exit_code: int) -> None:
         super().__init__(f"interrupted by {signal_name}")
         self.exit_code = exit_code
+
+
+class BinlogUnfit(CachewarmError):
+    """The server's binary log, or the follower's grants, cannot support `follow`."""
+
+    exit_code = EX_USAGE
+
+
+class LostPosition(CachewarmError):
+    """The follower's checkpoint points at binlog the server no longer has."""

@@ -32,6 +32,15 @@ class Keys:
         return f"{self.base}:product:{product_id}"
 
     @property
+    def product_pattern(self) -> str:
+        """SCAN pattern matching every listing key (and nothing else) of this namespace."""
+        return f"{self.base}:product:*"
+
+    def product_id(self, key: str) -> int:
+        """The product id in a listing key made by `product`."""
+        return int(key.rpartition(":")[2])
+
+    @property
     def hot(self) -> str:
         """JSON array of hot ids, hottest first; only ids whose listing was written."""
         return f"{self.base}:hot"

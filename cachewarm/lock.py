@@ -66,7 +66,7 @@ return 0
 """
 
 
-def holder_info(run_id: str, max_seconds: float) -> dict[str, Any]:
+def holder_info(run_id: str, max_seconds: float | None) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "pid": os.getpid(),
@@ -134,7 +134,7 @@ def _read_info(fd: int) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, run_id: str, *, max_seconds: float) -> Iterator[Fence]:
+def file_lock(path: Path, run_id: str, *, max_seconds: float | None) -> Iterator[Fence]:
     """Hold an exclusive flock on `path` for the duration of the block."""
     ensure_private_dir(path.parent, f"lockfile {path}")
     fd = _open_lockfile(path, os.O_RDWR | os.O_CREAT)

@@ -88,10 +88,25 @@ def write(path: Path, record: RunRecord) -> None:
     """Replace the metrics file; the last-success time carries over from the old file."""
     now = time.time()
     last_success = now if record.status == "ok" else _previous_success(path)
+    _replace(path, render(record, now, last_success))
+
+
+def write_gauges(path: Path, labels: dict[str, str], gauges: list[tuple[str, str, float]]) -> None:
+    """Replace a file of (name, help, value) gauges: the follower's, beside the runs' file."""
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    lines = []
+    for name, help_text, value in gauges:
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines.append(f"{name}{{{label_text}}} {_number(value)}")
+    _replace(path, "\n".join(lines) + "\n")
+
+
+def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            f.write(render(record, now, last_success))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         tmp.chmod(0o644)

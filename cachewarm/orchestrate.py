@@ -28,6 +28,8 @@ from .config import Settings, require_queries
 from .errors import SinkError
 from .keys import Keys
 from .pipeline import Evidence, Items, Progress, Reader, chunks
+from .replica import ReplicaReads
+from .replica import reads as replica_reads
 from .runlog import RunRecord
 from .source import Source
 from .urls import redact_url
@@ -56,9 +58,16 @@ def _redis_call(where: str, fn: Callable[[], T]) -> T:
         raise SinkError(f"Redis at {where} failed: {exc}") from None
 
 
-def _reader(settings: Settings, src: Source, record: RunRecord, deadline: float | None) -> Reader:
+def _reader(
+    settings: Settings,
+    src: Source,
+    record: RunRecord,
+    deadline: float | None,
+    replica: ReplicaReads | None = None,
+) -> Reader:
     return Reader(
         src,
+        pick_source=replica.for_batch if replica else None,
         listing_query=settings.warm.listing_query,
         json_columns=settings.warm.json_columns,
         max_payload_bytes=settings.warm.max_payload_bytes,
@@ -117,8 +126,9 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
         record.stage = "connecting to MySQL"
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
+        replica = stack.enter_context(replica_reads(settings.mysql, src))
         watermark = src.server_now() if settings.warm.changed_query else ""
-        ids = _hot_ids(settings, src, record)
+        ids = _hot_ids(settings, replica.replica if replica else src, record)
         if not ids:
             return record
         pipe = _pipe(settings, client, fence)
@@ -135,7 +145,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             record.removed += _redis_call(where, lambda: sink.delete_listings(client, keys, cold))
         epoch = _redis_call(where, lambda: sink.read_epoch(client, keys))
         writer = sink.BatchWriter(pipe, keys, epoch)
-        reader = _reader(settings, src, record, deadline)
+        reader = _reader(settings, src, record, deadline, replica)
         reader.run(
             to_read,
             writer,
@@ -396,18 +406,39 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
         if rewarm:
             deadline = time.monotonic() + settings.run.max_seconds
             src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
-            now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
-            fence = lock.Fence(
-                lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
-            )
-            pipe = _pipe(settings, client, fence)
-            stack.callback(pipe.close)
-            writer = sink.BatchWriter(pipe, keys, epoch)
-            reader = _reader(settings, src, record, deadline)
-            reader.run(ids, writer, evidence=None, where=f"Redis at {where}")
-            pipe.finish()
-            result.missing = [i for i in ids if i in reader.absent]
-            result.rewarmed = writer.totals.written + writer.totals.unchanged
-            record.written, record.bytes = result.rewarmed, writer.totals.bytes
-            record.skipped_invalidated = len(writer.skipped)
+            result.rewarmed, result.missing = refill(settings, client, src, ids, epoch, record)
     return result
+
+
+def refill(
+    settings: Settings,
+    client: redis.Redis,
+    src: Source,
+    ids: Sequence[int],
+    epoch: int,
+    record: RunRecord,
+) -> tuple[int, list[int]]:
+    """Read listings invalidated at `epoch` fresh from MySQL (the primary) and write them.
+
+    Written through the warm's guard with `epoch` as the read epoch: an invalidation
+    after this one still wins. Returns (listings written or confirmed, ids with no row).
+    `invalidate --rewarm` and `follow --rewarm` both refill this way.
+    """
+    keys, where = settings.keys, redact_url(settings.redis.url)
+    deadline = time.monotonic() + settings.run.max_seconds
+    now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+    fence = lock.Fence(
+        lock_key=keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+    )
+    pipe = _pipe(settings, client, fence)
+    try:
+        writer = sink.BatchWriter(pipe, keys, epoch)
+        reader = _reader(settings, src, record, deadline)
+        reader.run(ids, writer, evidence=None, where=f"Redis at {where}")
+        pipe.finish()
+    finally:
+        pipe.close()
+    rewarmed = writer.totals.written + writer.totals.unchanged
+    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
+    record.skipped_invalidated += len(writer.skipped)
+    return rewarmed, [i for i in ids if i in reader.absent]

@@ -64,8 +64,11 @@ class Reader:
         batch_size: int,
         record: RunRecord,
         deadline: float | None = None,
+        pick_source: Callable[[], Source] | None = None,
     ) -> None:
         self.src = src
+        # Called once per batch after its epoch is taken (replica.ReplicaReads.for_batch).
+        self.pick_source = pick_source
         self.query = listing_query
         self.json_columns = json_columns
         self.limit = max_payload_bytes
@@ -104,10 +107,15 @@ class Reader:
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
             # The next batch's query may go out while this one is written (see
-            # Source.listings): its epoch is read before that, one batch early.
+            # Source.listings): its epoch is read before that, one batch early. Not when
+            # each batch picks its source after taking its epoch (a replica).
             following, next_epoch = next(batches, None), target.epoch
+            if self.pick_source:
+                epoch = target.epoch
+                self.src = self.pick_source()
+                record.stage = f"running the listing query on {self.src.where} (batch {number})"
             rows_before = self.rows
-            items = self.read(batch, then=following)
+            items = self.read(batch, then=None if self.pick_source else following)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,14 @@ def status(report: StatusReport) -> None:
         click.echo(f"hot list: unknown ({report.redis_error})")
     else:
         click.echo("hot list: not published")
+    if f := report.follower:
+        running = f["running"]
+        click.echo(
+            f"follower: {'running, pid ' + str(running.get('pid')) if running else 'stopped'}, "
+            f"at {f['position']['file']}:{f['position']['pos']}, "
+            f"checkpoint {f['age_s']:.0f} s ago, lag {f['lag_s']:.1f} s, "
+            f"last event {_utc(f['last_event_at'])}, last error: {f['last_error'] or 'none'}"
+        )
     click.echo("recent runs:" if report.runs else "recent runs: none recorded")
     for r in report.runs:
         written = (
@@ -95,3 +104,7 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
                 stack.close()
 
         yield advance
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else "none"

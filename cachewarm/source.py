@@ -100,6 +100,11 @@ def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, An
     return kwargs
 
 
+def connect_args(settings: MySQLSettings) -> tuple[dict[str, Any], dict[str, str]]:
+    """(keyword arguments both drivers take, TLS files); the binlog reader uses them too."""
+    return _common_kwargs(settings, mysql_target(settings.url, settings.password)), _tls(settings)
+
+
 def _tls(settings: MySQLSettings) -> dict[str, str]:
     pairs = (("ca", settings.ssl_ca), ("cert", settings.ssl_cert), ("key", settings.ssl_key))
     return {k: v for k, v in pairs if v}
@@ -349,6 +354,22 @@ class Source:
         """MySQL's clock, the one `updated_at` columns are stamped with."""
         with self._query("SELECT NOW()", "SELECT CAST(NOW(6) AS CHAR)", {}) as cur:
             return str(cur.fetchone()[0])
+
+    def gtid_position(self) -> str:
+        """MariaDB's GTID position of everything committed here so far."""
+        with self._query("SELECT @@gtid_binlog_pos", "SELECT @@GLOBAL.gtid_binlog_pos", {}) as cur:
+            return str(cur.fetchone()[0])
+
+    def wait_for_gtid(self, position: str, timeout: float) -> bool:
+        """On a replica: wait until it has applied `position`; False after `timeout` s."""
+        sql = "SELECT MASTER_GTID_WAIT(%(pos)s, %(timeout)s)"
+        with self._query("MASTER_GTID_WAIT", sql, {"pos": position, "timeout": timeout}) as cur:
+            return int(cur.fetchone()[0]) == 0
+
+    def ids_for(self, query: str, ids: Sequence[int]) -> set[int]:
+        """Product ids a query maps other rows' keys to (`[follow] queries`)."""
+        with self._query("follow query", query, {"ids": IdList(ids)}) as cur:
+            return {_as_id(value, n, "follow") for n, (value, *_) in enumerate(self._rows(cur), 1)}
 
     def listings(
         self,

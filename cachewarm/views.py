@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.exceptions
 
-from . import lock, runlog, sink
+from . import follow, lock, runlog, sink
 from .config import Settings
 from .errors import SinkError
 from .urls import redact_url, scrub
@@ -55,6 +55,7 @@ class StatusReport:
     lock_known: bool = True  # False: the Redis lock could not be read (Redis down)
     hot: HotList | None = None
     redis_error: str | None = None
+    follower: dict[str, Any] | None = None  # follow.follower_status: None if never followed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
         runlog=str(settings.runlog),
         runs=records,
         lock_known=settings.run.lock == "file",
+        follower=follow.follower_status(settings),
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)

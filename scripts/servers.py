@@ -8,6 +8,8 @@ Library use::
     db = start_mariadb(tmp / "mariadb")   # db.url == "mysql://root@127.0.0.1:PORT"
     rd = start_redis(tmp / "redis")       # rd.url == "redis://127.0.0.1:PORT/0"
     db.kill(); db.restart()               # fault injection, same port and data
+    primary = start_mariadb(tmp / "p", server_id=1)  # with a ROW binlog
+    replica = start_replica(tmp / "r", primary, server_id=2)
     db.stop(); rd.stop()
 
 CLI use (servers outlive the script; pids are recorded in DIR/servers.json)::
@@ -276,13 +278,20 @@ def _socket_path(base_dir: Path) -> Path:
 
 
 def start_mariadb(
-    base_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    base_dir: Path,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    *,
+    server_id: int | None = None,
 ) -> Server:
     """Initialise a data dir under base_dir (unless present) and start mariadbd on it.
 
     Root has an empty password over TCP from 127.0.0.1. Settings favour fast bulk
     loads over durability, which is what a disposable server is for. `extra_args`
-    go to mariadbd as they are (TLS options, say).
+    go to mariadbd last, as they are (TLS options, say), so they can override ours.
+
+    With `server_id`, the binary log is on in the format `cachewarm follow` needs
+    (ROW, FULL row image and metadata) under base_dir/binlog.*; without, it is off.
     """
     base_dir = base_dir.resolve()
     datadir = base_dir / "data"
@@ -307,9 +316,59 @@ def start_mariadb(
                 f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             )
     sock = _socket_path(base_dir)
-    return _start_on_port(
-        port, lambda p: _mariadb_server(base_dir, datadir, sock, log, [*as_root, *extra_args], p)
-    )
+    binlog = ["--skip-log-bin"] if server_id is None else _binlog_args(base_dir, server_id)
+    extra = [*as_root, *binlog, *extra_args]
+    return _start_on_port(port, lambda p: _mariadb_server(base_dir, datadir, sock, log, extra, p))
+
+
+def _binlog_args(base_dir: Path, server_id: int) -> list[str]:
+    """A primary whose binlog a row-event reader (or a replica) can follow."""
+    return [
+        f"--server-id={server_id}",
+        f"--log-bin={base_dir / 'binlog'}",
+        f"--log-bin-index={base_dir / 'binlog.index'}",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",
+    ]
+
+
+def start_replica(base_dir: Path, primary: Server, server_id: int) -> Server:
+    """A MariaDB replicating everything in `primary`'s binlog by GTID, from its start.
+
+    `primary` must have been started with a `server_id`; the replica has its own binlog
+    too. Returns once both replication threads run.
+    """
+    replica = start_mariadb(base_dir, server_id=server_id)
+    try:
+        conn = pymysql.connect(host=replica.host, port=replica.port, user="root", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER='root', "
+                    "MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos",
+                    (primary.host, primary.port),
+                )
+                cur.execute("START SLAVE")
+                deadline = time.monotonic() + START_TIMEOUT
+                while True:
+                    cur.execute("SHOW SLAVE STATUS")
+                    names = [d[0] for d in cur.description or ()]
+                    status = dict(zip(names, cur.fetchone() or (), strict=False))
+                    if status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes":
+                        break
+                    if time.monotonic() > deadline:
+                        raise ServerError(
+                            f"replica on port {replica.port} not replicating: "
+                            f"{status.get('Last_IO_Error') or status.get('Last_SQL_Error')}"
+                        )
+                    time.sleep(0.1)
+        finally:
+            conn.close()
+    except BaseException:
+        replica.stop()
+        raise
+    return replica
 
 
 def _mariadb_server(
@@ -318,7 +377,6 @@ def _mariadb_server(
     argv = [
         _which("mariadbd"),
         "--no-defaults",
-        *extra,
         f"--datadir={datadir}",
         f"--socket={sock}",
         f"--pid-file={base_dir / 'mariadb.pid'}",
@@ -327,7 +385,6 @@ def _mariadb_server(
         f"--port={port}",
         f"--bind-address={HOST}",
         "--skip-name-resolve",
-        "--skip-log-bin",
         "--local-infile=1",
         "--max-connections=500",
         "--innodb-buffer-pool-size=512M",
@@ -340,6 +397,7 @@ def _mariadb_server(
         "--max-heap-table-size=256M",
         "--character-set-server=utf8mb4",
         "--collation-server=utf8mb4_unicode_ci",
+        *extra,
     ]
     server = Server(
         kind="mariadb",

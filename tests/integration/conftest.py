@@ -9,6 +9,7 @@ which they remove again, so a shared server is never flushed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -55,13 +57,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
 
 
-@pytest.fixture
-def shop_db(mysql_url: str) -> Iterator[ShopDB]:
-    """A uniquely named database seeded with 200 products; dropped afterwards."""
+@contextlib.contextmanager
+def seeded_database(mysql_url: str, products: int, **seed_options: Any) -> Iterator[ShopDB]:
+    """A uniquely named sample-shop database, dropped again afterwards."""
     name = f"cwtest_{secrets.token_hex(6)}"
     shop = ShopDB(name=name, url=f"{mysql_url}/{name}")
     try:
-        shop_seed.seed(shop.url, SHOP_PRODUCTS)
+        shop_seed.seed(shop.url, products, **seed_options)
         yield shop
     finally:
         conn = shop_seed.connect(mysql_url, server_only=True, local_infile=False)
@@ -70,6 +72,13 @@ def shop_db(mysql_url: str) -> Iterator[ShopDB]:
                 cur.execute(f"DROP DATABASE IF EXISTS {shop_seed.quote_ident(name)}")
         finally:
             conn.close()
+
+
+@pytest.fixture
+def shop_db(mysql_url: str) -> Iterator[ShopDB]:
+    """A uniquely named database seeded with 200 products; dropped afterwards."""
+    with seeded_database(mysql_url, SHOP_PRODUCTS) as shop:
+        yield shop
 
 
 @pytest.fixture

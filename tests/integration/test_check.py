@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis
-import seed as shop_seed
 from pymysql.connections import Connection
 from servers import Server
 
 from cachewarm import check
 from cachewarm.check import CheckReport, Finding
 from tests.helpers import MakeConfig, cachewarm
+from tests.integration.conftest import seeded_database
 
 # Statements that change data, schema or accounts: none may run during a check.
 WRITE_COUNTERS = (
@@ -216,18 +216,8 @@ def test_invalid_json_in_a_sampled_listing_is_a_warning(make_config: MakeConfig)
 @pytest.fixture
 def big_shop(mysql_url: str) -> Iterator[str]:
     """A shop whose hot query groups ~360k order lines: EXPLAIN's estimate is large."""
-    name = f"cwtest_{secrets.token_hex(6)}"
-    url = f"{mysql_url}/{name}"
-    try:
-        shop_seed.seed(url, 200, lines_per_product=2000, images=False)
-        yield url
-    finally:
-        conn = shop_seed.connect(mysql_url, server_only=True, local_infile=False)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {shop_seed.quote_ident(name)}")
-        finally:
-            conn.close()
+    with seeded_database(mysql_url, 200, lines_per_product=2000, images=False) as shop:
+        yield shop.url
 
 
 def test_hot_query_sorting_a_large_estimate_is_a_warning(

@@ -1,0 +1,579 @@
+"""`cachewarm follow`: invalidate listings from the binlog, so no edit path can forget to.
+
+Row events of the `[follow]` tables become product ids (both row images of an UPDATE
+count), batched for up to `max_delay` seconds, and go through the same guarded
+invalidation as `cachewarm invalidate`: epoch bump plus tombstones, so a warm in flight
+never writes back what it read before the change.
+
+At least once: the checkpoint (binlog file, offset, GTID) is written, atomically and
+fsynced, only after the invalidations of every event before it were applied, and only
+at a transaction boundary. A restart, a reconnect or a kill -9 replays from there;
+replaying an invalidation is harmless. A checkpoint the server can no longer serve is
+an error, never a silent skip: `--resync` invalidates every cached listing under the
+lock (no warm in flight, so none can write back an old read) and starts from now.
+
+The checkpoint file doubles as the follower's status (`cachewarm status`): position,
+last event, lag, last error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pymysql
+import redis
+import redis.exceptions
+import structlog
+from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
+
+from . import binlog, lock, metrics, orchestrate, sink, source
+from .binlog import Position
+from .config import Settings, require_queries
+from .errors import (
+    BinlogUnfit,
+    CachewarmError,
+    ConfigError,
+    LockHeld,
+    LostPosition,
+    SinkError,
+    SourceError,
+)
+from .files import ensure_private_dir
+from .keys import Keys
+from .runlog import RunRecord
+from .urls import redact_url
+
+log = structlog.get_logger("cachewarm")
+
+IDLE_SAVE_S = 5.0  # how often a quiet follower still refreshes its status in the file
+MAX_BACKOFF_S = 30.0
+RESYNC_SCAN = 1000
+_DISCONNECTS = (pymysql.MySQLError, OSError, EOFError, SourceError, SinkError)
+
+
+@dataclass
+class FollowTotals:
+    """What one `follow` process did, for its caller and the metrics file."""
+
+    events: int = 0  # rows of watched tables
+    invalidated: int = 0  # product ids invalidated (with repeats across batches)
+    deleted: int = 0  # cached listings those invalidations removed
+    rewarmed: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    position: Position | None = None
+
+
+def require_mapping(settings: Settings) -> None:
+    """`follow` with nothing to follow is a config error, not an idle daemon."""
+    f = settings.follow
+    if not f.tables and not f.queries:
+        raise ConfigError(f"{settings.source}: [follow] sets neither tables nor queries")
+    for table, query in f.queries.items():
+        if "%(ids)s" not in query:
+            raise ConfigError(f"{settings.source}: [follow] queries.{table} must contain %(ids)s")
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"follow checkpoint {path} is unreadable: {exc}") from None
+    return data
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the file so that a crash leaves the old or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must survive a power cut
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def follower_status(settings: Settings) -> dict[str, Any] | None:
+    """What the follower last recorded, or None if this namespace was never followed."""
+    state = load_state(settings.follow_checkpoint)
+    if state is None:
+        return None
+    state["path"] = str(settings.follow_checkpoint)
+    state["running"] = lock.file_lock_holder(lockfile(settings))
+    state["age_s"] = round(time.time() - float(state.get("saved_at", 0)), 1)
+    return state
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the follower to stop after its current batch.
+
+    The follower sees the request within `max_delay` (the server's heartbeat period),
+    applies what it has read, saves its checkpoint and returns.
+    """
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        log.info("follow.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def follow(
+    settings: Settings,
+    *,
+    from_now: bool = False,
+    resync: bool = False,
+    rewarm: bool | None = None,
+    stop: threading.Event | None = None,
+) -> FollowTotals:
+    """Follow the binlog until `stop` is set; returns once the last batch is checkpointed.
+
+    Start from the checkpoint; with `from_now` (first start only) or `resync` from the
+    end of the binlog. `rewarm` (default `[follow] rewarm`) refills listings instead of
+    only deleting them.
+    """
+    require_mapping(settings)
+    if rewarm if rewarm is not None else settings.follow.rewarm:
+        require_queries(settings)
+    follower = _Follower(
+        settings,
+        rewarm=settings.follow.rewarm if rewarm is None else rewarm,
+        stop=stop or threading.Event(),
+    )
+    path = lockfile(settings)
+    ensure_private_dir(path.parent, f"follow lockfile {path}")
+    # one follower per checkpoint; it runs until stopped, so it has no deadline to be stuck past
+    with lock.file_lock(path, follower.record.run_id, max_seconds=None):
+        try:
+            follower.start(from_now=from_now, resync=resync)
+            follower.run()
+        except CachewarmError as exc:
+            follower.record_error(str(exc))
+            raise
+        finally:
+            follower.close()
+    return follower.totals
+
+
+def lockfile(settings: Settings) -> Path:
+    """Held while a follower runs: a second one exits 75, `status` names the holder."""
+    checkpoint = settings.follow_checkpoint
+    return checkpoint.with_name(checkpoint.name + ".lock")
+
+
+@dataclass
+class _Batch:
+    """Changes read but not yet applied; `safe` is the last transaction boundary read."""
+
+    safe: Position
+    ids: set[int] = field(default_factory=set)
+    keyed: dict[str, set[int]] = field(default_factory=dict)  # query table -> primary keys
+    started: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.keyed)
+
+
+class _Follower:
+    def __init__(self, settings: Settings, *, rewarm: bool, stop: threading.Event) -> None:
+        self.settings = settings
+        self.rewarm = rewarm
+        self.stop = stop
+        self.keys = Keys(settings.keys.prefix, settings.keys.version)
+        self.where = redact_url(settings.redis.url)
+        self.path = settings.follow_checkpoint
+        self.columns = dict(settings.follow.tables)
+        self.queries = dict(settings.follow.queries)
+        self.tables = sorted({*self.columns, *self.queries})
+        self.primary: dict[str, str] = {}
+        self.totals = FollowTotals()
+        self.record = RunRecord(run_id=secrets.token_hex(6), command="follow")
+        self.log = log.bind(run_id=self.record.run_id, command="follow")
+        self.ctl: binlog.Control | None = None
+        self.client: redis.Redis | None = None
+        self.src: source.Source | None = None
+        self.server_id = 0
+        self.saved: Position | None = None
+        self.saved_at = 0.0
+        self.gtid = ""
+        self.last_event_at = 0.0
+        self.lag_s = 0.0
+        self.last_error: str | None = None
+        self.last_error_at = 0.0
+
+    # --- start-up -----------------------------------------------------------------------
+
+    def start(self, *, from_now: bool, resync: bool) -> None:
+        ensure_private_dir(self.path.parent, f"follow checkpoint {self.path}")
+        state = load_state(self.path)
+        self.ctl = binlog.Control(self.settings)
+        self.primary = binlog.check_preconditions(
+            self.ctl, self.settings, self.columns, self.queries
+        )
+        self.server_id = self.ctl.server_id()
+        self.client = sink.connect(self.settings.redis)
+        if self.queries:
+            self.src = source.Source(self.settings.mysql)
+            for table, query in self.queries.items():  # a broken one fails now, not mid-stream
+                try:
+                    self.src.ids_for(query, [0])
+                except SourceError as exc:
+                    raise SourceError(f"[follow] queries.{table}: {exc}") from None
+        if resync:
+            position = self.ctl.current()
+            self._resync()
+        elif from_now:
+            if state is not None:
+                raise ConfigError(
+                    f"follow checkpoint {self.path} exists; --from-now would skip the changes "
+                    "since it: drop the flag, or use --resync"
+                )
+            position = self.ctl.current()
+        elif state is None:
+            raise ConfigError(
+                f"no follow checkpoint at {self.path}: start with --from-now the first time, "
+                "or --resync to invalidate everything cached and start from now"
+            )
+        else:
+            position = Position(**state["position"])
+            if state.get("server_id") != self.server_id:
+                raise LostPosition(
+                    f"follow checkpoint {self.path} is from MySQL server_id "
+                    f"{state.get('server_id')}, {self.ctl.where} is server_id {self.server_id}: "
+                    "its binlog positions differ; run `cachewarm follow --resync`"
+                )
+            self.ctl.check_available(position)
+            self.last_error = state.get("last_error")
+            self.last_error_at = state.get("last_error_at", 0.0)
+        self.gtid = position.gtid
+        self._save(position)
+        self.log.info(
+            "follow.started",
+            position=str(position),
+            gtid=position.gtid,
+            server_id=binlog.server_id(self.settings),
+            tables=self.tables,
+            rewarm=self.rewarm,
+        )
+
+    def _resync(self) -> None:
+        """Invalidate every cached listing while holding the warm lock.
+
+        Under the lock no warm is in flight, so none can write back a value read before
+        the changes this follower missed; every later warm reads after them. The
+        invalidation stamps tombstones too, so an `invalidate --rewarm` racing this
+        composes with the usual guard.
+        """
+        assert self.client is not None
+        give_up = time.monotonic() + self.settings.run.max_seconds + self.settings.run.lock_ttl
+        while True:
+            try:
+                with self._lock():
+                    ids = [
+                        self.keys.product_id(k.decode())
+                        for k in self.client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
+                    ]
+                    self._invalidate(ids)
+                break
+            except LockHeld:
+                if time.monotonic() > give_up or self.stop.wait(1.0):
+                    raise
+        self.log.warning("follow.resync", invalidated=len(ids))
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        assert self.client is not None
+        run = self.settings.run
+        if run.lock == "redis":
+            with lock.redis_lock(
+                self.client,
+                self.keys.lock,
+                self.record.run_id,
+                ttl_s=run.lock_ttl,
+                max_seconds=run.max_seconds,
+            ):
+                yield
+        else:
+            with lock.file_lock(
+                self.settings.lockfile, self.record.run_id, max_seconds=run.max_seconds
+            ):
+                yield
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Stream until stopped; reconnect with backoff while an outage lasts."""
+        outage_since: float | None = None
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                self._stream()
+                return
+            except _DISCONNECTS as exc:
+                if binlog.is_lost_position(exc):
+                    raise LostPosition(
+                        f"MySQL cannot send the binlog from {self.saved} ({source.describe(exc)}); "
+                        "changes since then may be missed: run `cachewarm follow --resync`"
+                    ) from None
+                message = exc_line(exc)
+                now = time.time()  # the clock saved_at is on
+                if outage_since is None or self.saved_at > outage_since:
+                    outage_since, backoff = now, 0.5  # new: the last one ended in a checkpoint
+                limit = self.settings.follow.max_outage
+                if now - outage_since > limit:
+                    failed = SinkError if isinstance(exc, SinkError) else SourceError
+                    raise failed(
+                        f"gave up after {limit:g} s ([follow] max_outage): {message}"
+                    ) from None
+                self.totals.reconnects += 1
+                self.record_error(message)
+                self.log.warning("follow.disconnected", error=message, retry_in_s=backoff)
+                self._drop_connections()
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _stream(self) -> None:
+        assert self.saved is not None
+        if self.client is None:
+            self.client = sink.connect(self.settings.redis)
+        reader, stream = binlog.events(self.settings, self.saved, self.tables)
+        batch = _Batch(self.saved)
+        opened = ""
+        delay, most = self.settings.follow.max_delay, self.settings.follow.max_batch
+        columns, primary, totals = self.columns, self.primary, self.totals
+        try:
+            for event in stream:
+                kind = type(event)
+                if kind in binlog.ROW_EVENTS:
+                    if not batch:
+                        batch.started = time.monotonic()
+                    totals.events += _collect(event, columns, primary, batch)
+                    self.last_event_at, self.lag_s = event.timestamp, time.time() - event.timestamp
+                    continue
+                if kind is MariadbGtidEvent:
+                    opened = event.gtid
+                    continue
+                if kind is QueryEvent and event.query == "BEGIN":
+                    continue
+                if kind is HeartbeatLogEvent:
+                    self.lag_s = 0.0  # sent only when the server has nothing more to send
+                else:  # Xid, COMMIT, DDL or rotation: a transaction boundary to resume from
+                    self.gtid = opened or self.gtid
+                    batch.safe = Position(reader.log_file, reader.log_pos, self.gtid)
+                stopping = self.stop.is_set()
+                if batch and (
+                    stopping
+                    or kind is HeartbeatLogEvent
+                    or len(batch.ids) >= most
+                    or time.monotonic() - batch.started >= delay
+                ):
+                    self._flush(batch)
+                    batch = _Batch(batch.safe)
+                elif not batch:
+                    self._maybe_save(batch.safe, now=stopping)
+                if stopping:
+                    return
+            raise EOFError(f"{self.ctl.where if self.ctl else 'MySQL'} ended the binlog stream")
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection has nothing to close
+                reader.close()
+
+    def _maybe_save(self, position: Position, *, now: bool = False) -> None:
+        """Move an idle follower's checkpoint on now and then, and keep its status fresh."""
+        wait = 1.0 if position != self.saved else IDLE_SAVE_S
+        if now or time.time() - self.saved_at > wait:
+            self._save(position)
+
+    def _flush(self, batch: _Batch) -> None:
+        """Apply a batch, then checkpoint the boundary it was read up to."""
+        ids = batch.ids
+        for table, keys in batch.keyed.items():
+            if self.src is None:
+                self.src = source.Source(self.settings.mysql)
+            ids |= self.src.ids_for(self.queries[table], sorted(keys))
+        if ids:
+            self._invalidate(sorted(ids))
+        self._save(batch.safe)
+        if ids:
+            self.log.debug(
+                "follow.batch", ids=len(ids), position=str(batch.safe), lag_s=round(self.lag_s, 1)
+            )
+
+    def _invalidate(self, ids: list[int]) -> None:
+        """The one place follow changes Redis: the guarded invalidation, then the refill."""
+        assert self.client is not None
+        if not ids:
+            return
+        epoch, deleted = sink.invalidate(
+            self.client,
+            self.keys,
+            ids,
+            tombstone_s=self.settings.run.max_seconds,
+            batch=self.settings.warm.batch_size,
+            where=self.where,
+        )
+        self.totals.invalidated += len(ids)
+        self.totals.deleted += deleted
+        self.totals.batches += 1
+        if self.rewarm:
+            if self.src is None:
+                self.src = source.Source(self.settings.mysql)
+            rewarmed, _ = orchestrate.refill(
+                self.settings, self.client, self.src, ids, epoch, self.record
+            )
+            self.totals.rewarmed += rewarmed
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _save(self, position: Position) -> None:
+        self.saved, self.saved_at = position, time.time()
+        self.totals.position = position
+        save_state(self.path, self._state())
+        if self.settings.follow.metrics_textfile:
+            self._write_metrics()
+
+    def _state(self) -> dict[str, Any]:
+        position = self.saved
+        return {
+            "position": None if position is None else position.__dict__,
+            "server_id": self.server_id,
+            "saved_at": self.saved_at,
+            "last_event_at": self.last_event_at,
+            "lag_s": round(self.lag_s, 3),
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "events": self.totals.events,
+            "invalidated": self.totals.invalidated,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    def record_error(self, message: str) -> None:
+        """Keep the last error in the status file, beside the (unchanged) checkpoint."""
+        self.last_error, self.last_error_at = message, time.time()
+        with contextlib.suppress(OSError, CachewarmError):
+            state = self._state() if self.saved is not None else load_state(self.path)
+            if state is not None:
+                state["last_error"], state["last_error_at"] = message, self.last_error_at
+                save_state(self.path, state)
+
+    def _write_metrics(self) -> None:
+        labels = {"prefix": self.settings.keys.prefix, "version": str(self.settings.keys.version)}
+        try:
+            metrics.write_gauges(
+                Path(self.settings.follow.metrics_textfile),
+                labels,
+                [
+                    ("cachewarm_follow_lag_seconds", "Binlog lag of the follower.", self.lag_s),
+                    (
+                        "cachewarm_follow_checkpoint_timestamp_seconds",
+                        "When the follower last saved its checkpoint.",
+                        self.saved_at,
+                    ),
+                    (
+                        "cachewarm_follow_events_total",
+                        "Row events of watched tables read since the follower started.",
+                        self.totals.events,
+                    ),
+                    (
+                        "cachewarm_follow_invalidations_total",
+                        "Product ids invalidated since the follower started.",
+                        self.totals.invalidated,
+                    ),
+                ],
+            )
+        except OSError as exc:
+            self.log.warning(
+                "metrics.unwritable", path=self.settings.follow.metrics_textfile, error=str(exc)
+            )
+
+    def _drop_connections(self) -> None:
+        for closer in (self.client, self.src):
+            if closer is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing to release
+                    closer.close()
+        self.client = self.src = None
+
+    def close(self) -> None:
+        self._drop_connections()
+        if self.ctl is not None:
+            with contextlib.suppress(pymysql.MySQLError):
+                self.ctl.close()
+
+
+def _collect(event: Any, columns: dict[str, str], primary: dict[str, str], batch: _Batch) -> int:
+    """Add the product ids (or query keys) of one row event's rows; returns how many rows.
+
+    A row without the mapped column (renamed or dropped by an ALTER TABLE) stops the
+    follower before its checkpoint: skipping those rows would miss their edits.
+    """
+    table = event.table
+    column, key = columns.get(table), primary.get(table)
+    rows = event.rows
+    for row in rows:
+        images = (
+            (row["values"],) if "values" in row else (row["before_values"], row["after_values"])
+        )
+        for values in images:
+            if column is not None:
+                value = values.get(column, _MISSING)
+                if type(value) is int and value >= 0:
+                    batch.ids.add(value)
+                elif value is _MISSING:
+                    raise _no_column(event, column, "tables")
+            if key is not None:
+                value = values.get(key, _MISSING)
+                if type(value) is int:
+                    batch.keyed.setdefault(table, set()).add(value)
+                elif value is _MISSING:
+                    raise _no_column(event, key, "queries")
+    return len(rows)
+
+
+_MISSING = object()
+
+
+def _no_column(event: Any, column: str, setting: str) -> BinlogUnfit:
+    return BinlogUnfit(
+        f"[follow] {setting}: rows of {event.schema}.{event.table} have no column {column!r} "
+        "(altered?); fix the mapping and restart: the follower resumes before these rows"
+    )
+
+
+def exc_line(exc: BaseException) -> str:
+    """One line for a driver, socket or cachewarm error."""
+    if isinstance(exc, CachewarmError):
+        return str(exc)
+    if isinstance(exc, pymysql.MySQLError):
+        return f"MySQL binlog stream failed: {source.describe(exc)}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,837 @@
+"""`cachewarm follow` against a real MariaDB with a ROW binlog and a real Redis.
+
+No test here calls `invalidate`: every listing that goes away was removed by the
+follower reading the binlog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import redis
+import seed as shop_seed
+import servers
+from pymysql.connections import Connection
+
+import cachewarm as cw
+from cachewarm import follow
+from cachewarm.binlog import default_server_id
+from cachewarm.config import Settings, load_settings
+from cachewarm.errors import BinlogUnfit, ConfigError, LockHeld, LostPosition, SourceError
+from cachewarm.keys import Keys
+from cachewarm.runlog import RunRecord
+from tests.helpers import (
+    MakeConfig,
+    cachewarm,
+    one_line,
+    running_listing_batches,
+    slow_listing_query,
+    start,
+    wait_for,
+)
+
+PRODUCTS = 200
+GONE_WITHIN_S = 10  # generous for a loaded CI box; the latency itself is measured in bench/
+
+
+@pytest.fixture(scope="module")
+def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
+    """A MariaDB with the binlog `follow` needs, shared by this module's tests."""
+    server = servers.start_mariadb(tmp_path_factory.mktemp("binlog") / "db", server_id=1)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _root(server: servers.Server) -> Connection:
+    return pymysql.connect(host=server.host, port=server.port, user="root", autocommit=True)
+
+
+@pytest.fixture
+def shop(binlog_server: servers.Server) -> Iterator[str]:
+    """URL of a freshly seeded shop database on the binlog server."""
+    name = f"cwtest_{secrets.token_hex(6)}"
+    url = f"{binlog_server.url}/{name}"
+    shop_seed.seed(url, PRODUCTS)
+    try:
+        yield url
+    finally:
+        conn = _root(binlog_server)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def db(shop: str) -> Iterator[Connection]:
+    conn = shop_seed.connect(shop, local_infile=False)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def make_config(shop: str, redis_url: str, key_prefix: str, tmp_path: Path) -> MakeConfig:
+    """A config for the binlog shop; keywords set [follow] keys, `warm_*` / `mysql_*` others."""
+
+    def make(**overrides: object) -> Path:
+        sections: dict[str, dict[str, object]] = {
+            "mysql": {"url": shop},
+            "redis": {"url": redis_url},
+            "warm": {
+                "hot_query": shop_seed.HOT_QUERY,
+                "listing_query": shop_seed.LISTING_QUERY,
+                "batch_size": 64,
+            },
+            "keys": {"prefix": key_prefix},
+            "run": {"lockfile": str(tmp_path / "cw.lock"), "log": str(tmp_path / "runs.jsonl")},
+            "follow": {
+                "tables": {"products": "id"},
+                "queries": {"categories": "SELECT id FROM products WHERE category_id IN %(ids)s"},
+                "checkpoint": str(tmp_path / "follow.json"),
+            },
+        }
+        for name, value in overrides.items():
+            section, _, key = name.partition("_")
+            if section in ("warm", "mysql", "redis", "run", "keys") and key:
+                sections[section][key] = value
+            else:
+                sections["follow"][name] = value
+        path = tmp_path / f"cachewarm-{secrets.token_hex(3)}.toml"
+        path.write_text("".join(_section(n, v) for n, v in sections.items()), encoding="utf-8")
+        return path
+
+    return make
+
+
+def _section(name: str, values: dict[str, object]) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return repr(v) if isinstance(v, int | float) else json.dumps(v)
+
+    return f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
+
+
+@pytest.fixture
+def settings(make_config: MakeConfig) -> Settings:
+    return load_settings(make_config(), env={})
+
+
+@contextlib.contextmanager
+def following(s: Settings, **kwargs: Any) -> Iterator[threading.Event]:
+    """Run the follower in a thread until the block ends; its error fails the test."""
+    stop = threading.Event()
+    outcome: dict[str, BaseException] = {}
+    started = s.follow_checkpoint.stat().st_mtime_ns if s.follow_checkpoint.exists() else 0
+
+    def run() -> None:
+        try:
+            follow.follow(s, stop=stop, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="follower")
+    thread.start()
+    try:
+        wait_for(
+            "the follower to save its starting checkpoint",
+            lambda: (
+                "error" in outcome
+                or (
+                    s.follow_checkpoint.exists()
+                    and s.follow_checkpoint.stat().st_mtime_ns != started
+                )
+            ),
+        )
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        if "error" in outcome:  # the likelier cause of whatever failed in the block
+            raise outcome["error"]
+    assert not thread.is_alive(), "the follower did not stop"
+
+
+def keys_of(s: Settings) -> Keys:
+    return Keys(s.keys.prefix, s.keys.version)
+
+
+def cached_hot_ids(s: Settings, client: redis.Redis, n: int) -> list[int]:
+    """Warm, then the first n hot ids that have a listing in Redis."""
+    cw.warm(s)
+    hot = json.loads(client.get(keys_of(s).hot) or b"[]")
+    assert len(hot) >= n
+    return [int(i) for i in hot[:n]]
+
+
+def gone(client: redis.Redis, s: Settings, *ids: int) -> Callable[[], bool]:
+    return lambda: client.exists(*(keys_of(s).product(i) for i in ids)) == 0
+
+
+def sql(conn: Connection, statement: str, args: object = None) -> None:
+    with conn.cursor() as cur:
+        cur.execute(statement, args)
+
+
+def _one(cur: Any) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+def state(s: Settings) -> dict[str, Any]:
+    data = follow.load_state(s.follow_checkpoint)
+    assert data is not None
+    return data
+
+
+# --- 1. edits anywhere invalidate ---------------------------------------------------------
+
+
+def test_update_insert_and_delete_invalidate_with_no_invalidate_call(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    updated, deleted = cached_hot_ids(settings, redis_client, 2)
+    new_id = 10_000  # a product not in MySQL yet, whose (negative) listing a reader cached
+    keys = keys_of(settings)
+    redis_client.set(keys.product(new_id), b'{"missing": true}')
+    with following(settings, from_now=True):
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (updated,))
+        wait_for("the updated listing to go", gone(redis_client, settings, updated), GONE_WITHIN_S)
+        sql(
+            db,
+            "INSERT INTO products (id, sku, name, price, category_id) "
+            "VALUES (%s, 'NEW', 'new', 1.00, 1)",
+            (new_id,),
+        )
+        wait_for("the inserted listing to go", gone(redis_client, settings, new_id), GONE_WITHIN_S)
+        sql(db, "DELETE FROM products WHERE id = %s", (deleted,))
+        wait_for("the deleted listing to go", gone(redis_client, settings, deleted), GONE_WITHIN_S)
+    untouched = json.loads(redis_client.get(keys.hot) or b"[]")[2:]
+    assert redis_client.exists(*(keys.product(i) for i in untouched)) == len(untouched)
+    saved = state(settings)
+    assert saved["invalidated"] >= 3
+    assert saved["position"]["gtid"]
+
+
+def test_rewarm_refills_the_listing_with_the_new_row(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    key = keys_of(settings).product(product)
+    with following(settings, from_now=True, rewarm=True):
+        sql(db, "UPDATE products SET name = 'renamed' WHERE id = %s", (product,))
+        wait_for(
+            "the listing to be refilled",
+            lambda: json.loads(redis_client.get(key) or b"{}").get("name") == "renamed",
+            GONE_WITHIN_S,
+        )
+
+
+def test_category_change_invalidates_every_product_in_it_through_queries(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    cached_hot_ids(settings, redis_client, 1)
+    keys = keys_of(settings)
+    cached = [keys.product_id(k.decode()) for k in redis_client.scan_iter(keys.product_pattern)]
+    with db.cursor() as cur:
+        cur.execute("SELECT category_id, COUNT(*) FROM products GROUP BY 1 ORDER BY 2 DESC")
+        category = _one(cur)
+        cur.execute("SELECT id FROM products WHERE category_id = %s", (category,))
+        members = {int(r[0]) for r in cur.fetchall()}
+    in_category = [i for i in cached if i in members]
+    elsewhere = [i for i in cached if i not in members]
+    assert in_category and elsewhere
+    with following(settings, from_now=True):
+        sql(db, "UPDATE categories SET name = 'Renamed' WHERE id = %s", (category,))
+        wait_for(
+            "every listing of the category to go",
+            gone(redis_client, settings, *in_category),
+            GONE_WITHIN_S,
+        )
+    assert redis_client.exists(*(keys.product(i) for i in elsewhere)) == len(elsewhere)
+
+
+def test_other_tables_are_filtered_out_by_the_reader(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    with following(settings, from_now=True):
+        sql(db, "UPDATE order_lines SET qty = qty + 1 WHERE product_id = %s", (product,))
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
+        wait_for("the product edit applied", gone(redis_client, settings, product), GONE_WITHIN_S)
+    assert state(settings)["events"] == 1, "only the products row is a watched row event"
+
+
+def test_a_product_moved_between_categories_is_invalidated_once_by_both_images(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    """product_badges-style mapping: the old and the new row's product id both count."""
+    a, b = cached_hot_ids(settings, redis_client, 2)
+    sql(db, "CREATE TABLE product_badges (id INT PRIMARY KEY, product_id BIGINT UNSIGNED)")
+    sql(db, "INSERT INTO product_badges VALUES (1, %s)", (a,))
+    s = load_settings(
+        _config_with(settings, tables={"products": "id", "product_badges": "product_id"}), env={}
+    )
+    with following(s, from_now=True):
+        sql(db, "UPDATE product_badges SET product_id = %s WHERE id = 1", (b,))
+        wait_for("both listings to go", gone(redis_client, s, a, b), GONE_WITHIN_S)
+
+
+def test_a_renamed_mapping_column_stops_the_follower_before_the_edit(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    sql(db, "CREATE TABLE product_badges (id INT PRIMARY KEY, product_id BIGINT UNSIGNED)")
+    s = load_settings(
+        _config_with(settings, tables={"products": "id", "product_badges": "product_id"}), env={}
+    )
+    before: list[Any] = []
+
+    def alter_while_following() -> None:
+        with following(s, from_now=True):
+            sql(db, "ALTER TABLE product_badges CHANGE product_id item_id BIGINT UNSIGNED")
+            with db.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                before.extend((cur.fetchone() or ())[:2])
+            sql(db, "INSERT INTO product_badges VALUES (1, %s)", (product,))
+            wait_for("the follower to stop on the altered table", lambda: state(s)["last_error"])
+
+    with pytest.raises(BinlogUnfit, match=r"product_badges have no column 'product_id'"):
+        alter_while_following()
+    saved = state(s)["position"]
+    assert (saved["file"], saved["pos"]) <= tuple(before), "checkpoint moved past the insert"
+    assert redis_client.exists(keys_of(s).product(product)) == 1
+
+
+def _config_with(s: Settings, **follow_keys: object) -> Path:
+    """The same config file with some [follow] keys replaced."""
+    path = Path(s.source)
+    text = path.read_text()
+    for key, value in follow_keys.items():
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+        text = "\n".join(lines) + "\n" + _section("x", {key: value}).split("\n", 1)[1]
+    out = path.with_name(f"edited-{secrets.token_hex(3)}.toml")
+    out.write_text(text)
+    return out
+
+
+# --- 2. the guard: an edit during an in-flight warm ---------------------------------------
+
+
+def test_edit_during_an_in_flight_warm_leaves_no_stale_listing(
+    make_config: MakeConfig, db: Connection, redis_client: redis.Redis
+) -> None:
+    slow = load_settings(
+        make_config(warm_listing_query=slow_listing_query(0.15), warm_batch_size=4), env={}
+    )
+    follower = load_settings(make_config(), env={})
+    keys = keys_of(slow)
+    outcome: dict[str, Any] = {}
+
+    def warm() -> None:
+        try:
+            outcome["record"] = cw.warm(slow)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    raced: list[int] = []
+    with following(follower, from_now=True):
+        thread = threading.Thread(target=warm)
+        thread.start()
+        try:
+            for _ in range(4):
+                batches: list[tuple[int, list[int]]] = []
+
+                def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
+                    found[:] = [b for b in running_listing_batches(db) if b[0] >= 100]
+                    return bool(found)
+
+                wait_for("a listing query in flight", lambda: reading() or not thread.is_alive())
+                if not batches:
+                    break
+                ids = batches[0][1]
+                sql(db, "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
+                # The follower invalidates on its own; catch it while the read still runs.
+                wait_for("the follower to invalidate", _tombstoned(redis_client, keys, ids))
+                if any(b[1] == ids for b in running_listing_batches(db)):
+                    raced = ids
+                    break
+        finally:
+            thread.join(timeout=60)
+    assert raced, "never caught a batch in flight; the race was not exercised"
+    record = outcome.get("record")
+    assert isinstance(record, RunRecord), outcome
+    assert record.skipped_invalidated >= len(raced)
+    for product_id in raced:
+        value = redis_client.get(keys.product(product_id))
+        if value is not None:
+            assert json.loads(value)["name"] == f"edited {product_id}", "stale listing written"
+
+
+def _tombstoned(client: redis.Redis, keys: Keys, ids: list[int]) -> Callable[[], bool]:
+    return lambda: client.exists(*(keys.tombstone(i) for i in ids)) == len(ids)
+
+
+# --- 3. at least once: restarts, rotation, DDL --------------------------------------------
+
+
+def test_kill_9_then_edits_then_restart_misses_nothing(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    ids = cached_hot_ids(settings, redis_client, 6)
+    config = settings.source
+    proc = start("--config", config, "follow", "--from-now")
+    try:
+        wait_for("the follower's first checkpoint", settings.follow_checkpoint.exists)
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (ids[0],))
+        wait_for("the first edit applied", gone(redis_client, settings, ids[0]), GONE_WITHIN_S)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    for product_id in ids[1:]:
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product_id,))
+    assert redis_client.exists(*(keys_of(settings).product(i) for i in ids[1:])) == 5
+    proc = start("--config", config, "follow")
+    try:
+        wait_for("every edit while down applied", gone(redis_client, settings, *ids[1:]))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_sigterm_applies_the_batch_and_saves_the_checkpoint(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    (product,) = cached_hot_ids(settings, redis_client, 1)
+    proc = start("--config", settings.source, "follow", "--from-now")
+    wait_for("the follower's first checkpoint", settings.follow_checkpoint.exists)
+    sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
+    with db.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        end = cur.fetchone()
+    assert end is not None
+    wait_for("the edit applied", gone(redis_client, settings, product), GONE_WITHIN_S)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    saved = state(settings)["position"]
+    assert (saved["file"], saved["pos"]) >= (end[0], end[1])
+
+
+def test_binlog_rotation_and_alter_table_while_following(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    a, b, c = cached_hot_ids(settings, redis_client, 3)
+    with following(settings, from_now=True):
+        first = state(settings)["position"]["file"]
+        sql(db, "FLUSH BINARY LOGS")
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (a,))
+        wait_for("the edit after rotation applied", gone(redis_client, settings, a), GONE_WITHIN_S)
+        sql(db, "ALTER TABLE products ADD COLUMN note VARCHAR(20) NULL FIRST")
+        sql(db, "UPDATE products SET note = 'x' WHERE id = %s", (b,))
+        wait_for("the edit after ALTER applied", gone(redis_client, settings, b), GONE_WITHIN_S)
+        sql(db, "ALTER TABLE products DROP COLUMN note")
+        sql(db, "DELETE FROM products WHERE id = %s", (c,))
+        wait_for("the delete after ALTER applied", gone(redis_client, settings, c), GONE_WITHIN_S)
+    assert state(settings)["position"]["file"] > first
+
+
+# --- 4. lost position ---------------------------------------------------------------------
+
+
+def test_purged_checkpoint_is_a_clear_error_and_resync_recovers(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    ids = cached_hot_ids(settings, redis_client, 3)
+    with following(settings, from_now=True):
+        pass
+    old = state(settings)["position"]
+    sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (ids[0],))  # missed
+    sql(db, "FLUSH BINARY LOGS")
+    # The server will not purge a file a binlog dump thread still reads.
+    wait_for("the stopped follower's dump thread to end", lambda: not _dump_threads(db))
+    with db.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        current = _one(cur)
+
+    def purged() -> bool:
+        # MariaDB keeps a file until InnoDB has checkpointed its transactions: retry.
+        with db.cursor() as cur:
+            cur.execute("PURGE BINARY LOGS TO %s", (current,))
+            cur.execute("SHOW BINARY LOGS")
+            return old["file"] not in {row[0] for row in cur.fetchall()}
+
+    wait_for("the old binlog to be purged", purged)
+    done = cachewarm("--config", settings.source, "follow")
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert f"{old['file']}:{old['pos']}" in line and "--resync" in line
+    with pytest.raises(LostPosition):
+        follow.follow(settings)
+    assert state(settings)["last_error"], "status should show why the follower stopped"
+    # The missed edit's listing was never invalidated; --resync drops every listing.
+    assert redis_client.exists(keys_of(settings).product(ids[0])) == 1
+    with following(settings, resync=True):
+        assert gone(redis_client, settings, *ids)()
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (ids[1],))
+    assert state(settings)["position"]["file"] == current
+    with following(settings):  # resumes from the checkpoint --resync saved
+        wait_for("the edit after --resync applied", gone(redis_client, settings, ids[1]))
+
+
+def _dump_threads(conn: Connection) -> list[Any]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+        )
+        return list(cur.fetchall())
+
+
+def test_checkpoint_from_another_server_is_a_lost_position(settings: Settings) -> None:
+    with following(settings, from_now=True):
+        pass
+    saved = state(settings)
+    follow.save_state(settings.follow_checkpoint, {**saved, "server_id": saved["server_id"] + 1})
+    with pytest.raises(LostPosition, match=r"server_id .*--resync"):
+        follow.follow(settings)
+
+
+def test_first_start_needs_a_flag_and_from_now_will_not_skip_a_checkpoint(
+    settings: Settings,
+) -> None:
+    done = cachewarm("--config", settings.source, "follow")
+    assert done.returncode == 2
+    assert "--from-now" in one_line(done.stderr)
+    with following(settings, from_now=True):
+        pass
+    with pytest.raises(ConfigError, match="--resync"):
+        follow.follow(settings, from_now=True)
+
+
+# --- 5. preconditions ---------------------------------------------------------------------
+
+
+def test_binlog_off_is_a_one_line_error(make_config: MakeConfig, shop_db: Any) -> None:
+    """The suite's ordinary MariaDB (mysql_url) runs with --skip-log-bin."""
+    done = cachewarm("--config", str(make_config(mysql_url=shop_db.url)), "follow", "--from-now")
+    assert done.returncode == 2
+    assert "binary log is off" in one_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("binlog_format", "STATEMENT"),
+        ("binlog_row_image", "MINIMAL"),
+        ("binlog_row_metadata", "MINIMAL"),
+    ],
+)
+def test_unfit_binlog_settings_are_one_line_errors(
+    settings: Settings, binlog_server: servers.Server, variable: str, value: str
+) -> None:
+    conn = _root(binlog_server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT @@GLOBAL.{variable}")
+            before = _one(cur)
+            cur.execute(f"SET GLOBAL {variable} = %s", (value,))
+        try:
+            done = cachewarm("--config", settings.source, "follow", "--from-now")
+        finally:
+            with conn.cursor() as cur:
+                cur.execute(f"SET GLOBAL {variable} = %s", (before,))
+    finally:
+        conn.close()
+    assert done.returncode == 2
+    assert f"{variable}={value}" in one_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("grants", "missing"),
+    [
+        ("SELECT ON *.*", "REPLICATION SLAVE"),
+        ("SELECT, REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.*", "REPLICATION SLAVE"),
+        ("SELECT, REPLICATION SLAVE ON *.*", "REPLICATION CLIENT"),
+        ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*", "SELECT"),
+    ],
+)
+def test_missing_grants_are_one_line_errors(
+    make_config: MakeConfig, binlog_server: servers.Server, grants: str, missing: str
+) -> None:
+    user = f"cwf_{secrets.token_hex(4)}"
+    conn = _root(binlog_server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'")
+            cur.execute(f"GRANT {grants} TO '{user}'@'%'")
+        url = load_settings(make_config(), env={}).mysql.url.replace("root@", f"{user}@")
+        config = make_config(mysql_url=url)
+        done = cachewarm(
+            "--config",
+            str(config),
+            "follow",
+            "--from-now",
+            env={"CACHEWARM_MYSQL_PASSWORD": f"pw-{user}"},
+        )
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP USER '{user}'@'%'")
+        conn.close()
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert missing in line
+    assert f"pw-{user}" not in line
+
+
+def test_follower_server_id_must_differ_from_the_servers(make_config: MakeConfig) -> None:
+    done = cachewarm("--config", str(make_config(server_id=1)), "follow", "--from-now")
+    assert done.returncode == 2
+    assert "server_id" in one_line(done.stderr)
+
+
+def test_default_server_id_is_stable_and_in_the_upper_half() -> None:
+    first = default_server_id("shop", 1)
+    assert first == default_server_id("shop", 1)
+    assert first != default_server_id("shop", 2)
+    assert 2**31 <= first < 2**32
+
+
+def test_follow_without_a_mapping_is_a_config_error(make_config: MakeConfig) -> None:
+    s = load_settings(
+        make_config(), env={"CACHEWARM_FOLLOW_TABLES": "{}", "CACHEWARM_FOLLOW_QUERIES": "{}"}
+    )
+    with pytest.raises(ConfigError, match=r"\[follow\] sets neither"):
+        follow.follow(s)
+
+
+def test_query_without_ids_placeholder_is_a_config_error(make_config: MakeConfig) -> None:
+    s = load_settings(make_config(queries={"categories": "SELECT 1"}), env={})
+    with pytest.raises(ConfigError, match="%\\(ids\\)s"):
+        follow.follow(s)
+
+
+def test_broken_mapping_query_fails_at_start_naming_it(make_config: MakeConfig) -> None:
+    bad = {"categories": "SELECT nope FROM products WHERE category_id IN %(ids)s"}
+    s = load_settings(make_config(queries=bad), env={})
+    with pytest.raises(SourceError, match=r"\[follow\] queries\.categories: .*nope"):
+        follow.follow(s, from_now=True)
+
+
+def test_mapping_from_the_environment_must_be_a_json_object(make_config: MakeConfig) -> None:
+    with pytest.raises(ConfigError, match="CACHEWARM_FOLLOW_TABLES: expected a JSON object"):
+        load_settings(make_config(), env={"CACHEWARM_FOLLOW_TABLES": "products=id"})
+    s = load_settings(make_config(), env={"CACHEWARM_FOLLOW_TABLES": '{"products": "id"}'})
+    assert s.follow.tables == {"products": "id"}
+
+
+def test_unknown_mapping_column_names_the_table(make_config: MakeConfig) -> None:
+    s = load_settings(make_config(tables={"products": "product_id"}), env={})
+    with pytest.raises(BinlogUnfit, match="products has no column 'product_id'"):
+        follow.follow(s, from_now=True)
+
+
+# --- 6. operations ------------------------------------------------------------------------
+
+
+def test_status_shows_the_follower_and_metrics_are_written(
+    make_config: MakeConfig, db: Connection, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "follow.prom"
+    s = load_settings(make_config(metrics_textfile=str(metrics)), env={})
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    with following(s, from_now=True):
+        sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (product,))
+        wait_for("the edit applied", gone(redis_client, s, product), GONE_WITHIN_S)
+        with pytest.raises(LockHeld, match=r"follow\.json\.lock"):  # one follower at a time
+            follow.follow(s)
+        running = json.loads(cachewarm("--config", s.source, "status", "--json").stdout)
+        assert running["follower"]["running"]["pid"] == os.getpid()
+    done = cachewarm("--config", s.source, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    follower = json.loads(done.stdout)["follower"]
+    assert follower["running"] is None
+    assert follower["position"]["file"].startswith("binlog.")
+    assert follower["invalidated"] >= 1
+    assert follower["last_error"] is None
+    text = cachewarm("--config", s.source, "status").stdout
+    assert "follower: stopped, at binlog." in text
+    prom = metrics.read_text()
+    assert "cachewarm_follow_invalidations_total{" in prom
+    assert "cachewarm_follow_lag_seconds{" in prom
+
+
+def test_reconnects_after_mysql_restarts_and_misses_nothing(
+    make_config: MakeConfig, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    server = servers.start_mariadb(tmp_path / "own", server_id=2)
+    try:
+        url = f"{server.url}/shop"
+        shop_seed.seed(url, PRODUCTS)
+        s = load_settings(make_config(mysql_url=url, max_outage=60.0), env={})
+        a, b = cached_hot_ids(s, redis_client, 2)
+        with following(s, from_now=True):
+            server.kill()
+            server.start()
+            conn = shop_seed.connect(url, local_infile=False)
+            try:
+                sql(conn, "UPDATE products SET price = price + 1 WHERE id IN (%s, %s)", (a, b))
+            finally:
+                conn.close()
+            wait_for("the edit after the restart applied", gone(redis_client, s, a, b), 60)
+        assert state(s)["last_error"]
+    finally:
+        server.stop()
+
+
+def test_reconnects_after_redis_restarts_and_misses_nothing(
+    make_config: MakeConfig, db: Connection, redis_server: servers.Server
+) -> None:
+    s = load_settings(make_config(redis_url=redis_server.url, max_outage=60.0), env={})
+    client = redis.Redis.from_url(redis_server.url)
+    keys = keys_of(s)
+    try:
+        a, b = cached_hot_ids(s, client, 2)
+        with following(s, from_now=True):
+            redis_server.kill()
+            sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (a,))
+            wait_for("the follower to notice", lambda: state(s)["last_error"], 30)
+            redis_server.start()  # empty: only a replayed invalidation can stamp `a` again
+            sql(db, "UPDATE products SET price = price + 1 WHERE id = %s", (b,))
+            wait_for("both edits applied after the restart", _tombstoned(client, keys, [a, b]), 60)
+    finally:
+        client.close()
+
+
+def test_gives_up_after_max_outage_with_one_line(make_config: MakeConfig, tmp_path: Path) -> None:
+    server = servers.start_mariadb(tmp_path / "own", server_id=3)
+    try:
+        url = f"{server.url}/shop"
+        shop_seed.seed(url, 10)
+        config = make_config(mysql_url=url, max_outage=1.0)
+        proc = start("--config", str(config), "follow", "--from-now")
+        checkpoint = load_settings(config, env={}).follow_checkpoint
+        wait_for("the follower's first checkpoint", checkpoint.exists)
+        server.kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 1
+    assert "[follow] max_outage" in err.splitlines()[-1]
+
+
+def test_systemd_unit_runs_follow_and_restarts_on_failure() -> None:
+    unit = (Path(__file__).parents[2] / "deploy" / "cachewarm-follow.service").read_text()
+    assert "ExecStart=" in unit and " follow" in unit
+    assert "Restart=on-failure" in unit
+
+
+# --- 7. a replica for the warm's reads ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(primary URL, replica URL) of a seeded shop replicated by GTID."""
+    base = tmp_path_factory.mktemp("replicated")
+    primary = servers.start_mariadb(base / "primary", server_id=11)
+    try:
+        replica = servers.start_replica(base / "replica", primary, server_id=12)
+        try:
+            shop_seed.seed(f"{primary.url}/shop", PRODUCTS)
+            yield f"{primary.url}/shop", f"{replica.url}/shop"
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
+
+
+def _caught_up(primary: Connection, replica: Connection) -> None:
+    with primary.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        position = _one(cur)
+    with replica.cursor() as cur:
+        cur.execute("SELECT MASTER_GTID_WAIT(%s, 30)", (position,))
+        assert _one(cur) == 0
+
+
+@pytest.fixture
+def replica_pair(replicated: tuple[str, str]) -> Iterator[tuple[Connection, Connection]]:
+    primary = shop_seed.connect(replicated[0], local_infile=False)
+    replica = shop_seed.connect(replicated[1], local_infile=False)
+    try:
+        _caught_up(primary, replica)
+        yield primary, replica
+    finally:
+        with replica.cursor() as cur:
+            cur.execute("START SLAVE SQL_THREAD")
+        primary.close()
+        replica.close()
+
+
+def test_warm_reads_listings_from_a_caught_up_replica(
+    make_config: MakeConfig,
+    replicated: tuple[str, str],
+    replica_pair: tuple[Connection, Connection],
+    redis_client: redis.Redis,
+) -> None:
+    _, replica = replica_pair
+    s = load_settings(make_config(mysql_url=replicated[0], mysql_replica_url=replicated[1]), env={})
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    sql(replica, "SET SESSION sql_log_bin = 0")
+    sql(replica, "UPDATE products SET name = 'only on the replica' WHERE id = %s", (product,))
+    try:
+        cw.warm(s, full=True)
+        listing = json.loads(redis_client.get(keys_of(s).product(product)) or b"{}")
+        assert listing["name"] == "only on the replica"
+    finally:
+        sql(replica, "UPDATE products SET name = 'restored' WHERE id = %s", (product,))
+
+
+def test_lagging_replica_never_refills_or_warms_an_old_row(
+    make_config: MakeConfig,
+    replicated: tuple[str, str],
+    replica_pair: tuple[Connection, Connection],
+    redis_client: redis.Redis,
+) -> None:
+    primary, replica = replica_pair
+    s = load_settings(
+        make_config(
+            mysql_url=replicated[0],
+            mysql_replica_url=replicated[1],
+            mysql_replica_max_wait=0.2,
+            rewarm=True,
+        ),
+        env={},
+    )
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    key = keys_of(s).product(product)
+    sql(replica, "STOP SLAVE SQL_THREAD")
+    with following(s, from_now=True):
+        sql(primary, "UPDATE products SET name = 'fresh' WHERE id = %s", (product,))
+        wait_for(
+            "the follower's refill from the primary",
+            lambda: json.loads(redis_client.get(key) or b"{}").get("name") == "fresh",
+            GONE_WITHIN_S,
+        )
+    record = cw.warm(s, full=True)  # the replica still has the old name
+    assert record.status == "ok"
+    assert json.loads(redis_client.get(key) or b"{}")["name"] == "fresh"
+    with replica.cursor() as cur:
+        cur.execute("SELECT name FROM products WHERE id = %s", (product,))
+        assert _one(cur) != "fresh", "the replica caught up: the lag was not exercised"
