@@ -75,7 +75,7 @@ class _Driver:
     connect: Callable[..., Any]
     error: type[Exception]
     streaming_cursor: Any
-    raw_rows: bool = False  # listings read as raw field bytes (pymysql_rows)
+    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes, and sent ahead
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
