@@ -2,7 +2,7 @@
 
 | install | built with                           | cachewarm must pick                       |
 |---------|--------------------------------------|-------------------------------------------|
-| default | `pip install .`                      | PyMySQL, stdlib json, pure-Python parser  |
+| default | `pip install .`                      | PyMySQL, orjson, hiredis (dependencies)   |
 | wheels  | `pip install . orjson hiredis`       | PyMySQL, orjson, hiredis (no compiler)    |
 | fast    | `pip install '.[fast]'`              | mysqlclient, orjson, hiredis              |
 
@@ -30,6 +30,7 @@ from proc import CHILD_ENV, ROOT, WORK, log
 SNAPSHOT = ("pyproject.toml", "README.md", "LICENSE", "cachewarm")
 DISTS = ("cachewarm", "click", "PyMySQL", "redis", "structlog", "mysqlclient", "orjson", "hiredis")
 OPTIONAL_MODULES = {"mysqlclient": "MySQLdb", "orjson": "orjson", "hiredis": "hiredis"}
+DEFAULT_WHEELS = ("orjson", "hiredis")  # dependencies of `pip install .` (on x86_64/arm64)
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,11 @@ class Spec:
         """The optional dists this install must (and the others must not) import."""
         if self.extra == "[fast]":
             return set(OPTIONAL_MODULES)
-        return set(self.also) & set(OPTIONAL_MODULES)
+        return {*self.also, *DEFAULT_WHEELS} & set(OPTIONAL_MODULES)
 
 
 SPECS = {
-    "default": Spec("", (), ("pymysql", "stdlib json", "pure Python")),
+    "default": Spec("", (), ("pymysql", "orjson", "hiredis")),
     "wheels": Spec("", ("orjson", "hiredis"), ("pymysql", "orjson", "hiredis")),
     "fast": Spec("[fast]", (), ("mysqlclient", "orjson", "hiredis")),
 }

@@ -431,7 +431,8 @@ def run_size(lab: Lab, catalog: Catalog, n: int, installs: list[Install]) -> Siz
     for install in installs:
         steady(lab, report, catalog, database, install)
     invalidate(lab, report, database, installs[0])
-    lab.rdb(0).flushall()
+    # Millions of keys over several databases: FLUSHALL outlasts the default read timeout.
+    redis.Redis.from_url(lab.redis_url, socket_timeout=300).flushall()
     lab.background(report)
     if max(report.idle_cpu) > 0.2:
         log(f"{report.label}: other processes kept {max(report.idle_cpu)} cores busy")

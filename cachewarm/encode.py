@@ -4,7 +4,9 @@ The driver is told to hand over DECIMAL, DATE and TIME as the server's own text 
 DATETIME already in ISO 8601, so the hot path never builds Decimal or datetime objects
 only to turn them back into strings. What is left for Python is one dict and one
 C-accelerated `json` call per row; bytes (binary columns) reach `default` and become
-base64.
+base64. With PyMySQL the rows come raw (see pymysql_rows), and ListingEncoder.raw
+writes each field whose JSON is the server's own text straight from its bytes, by the
+same mapping, with the same bytes as a result.
 
 | MySQL                  | JSON                                                  |
 |------------------------|-------------------------------------------------------|
@@ -30,10 +32,12 @@ embedding it as a string would hand readers a different type than they were prom
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import json.encoder
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymysql import converters
@@ -52,8 +56,27 @@ def iso_datetime(raw: str) -> str:
     return f"{date}T{clock}"
 
 
+def iso_datetime_bytes(raw: bytes) -> bytes:
+    """iso_datetime() of a raw DATETIME field, by slicing: the server's text has one shape."""
+    if raw[10:11] != b" " or raw[19:20] not in (b"", b"."):
+        return iso_datetime(raw.decode("ascii")).encode("ascii")
+    fraction = raw[20:]
+    if fraction.strip(b"0"):
+        return raw[:10] + b"T" + raw[11:19] + b"." + fraction.ljust(6, b"0")
+    return raw[:10] + b"T" + raw[11:19]
+
+
 FLOAT_TYPES = (FIELD_TYPE.FLOAT, FIELD_TYPE.DOUBLE)
 AS_SERVER_TEXT = (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DATE, FIELD_TYPE.TIME)
+# Raw field text that is already the JSON spelling (less zerofill's leading zeros).
+INTEGER_TYPES = (
+    FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG,
+)  # fmt: skip
+DATETIME_TYPES = (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP)
+STRING_TYPES = (
+    FIELD_TYPE.STRING, FIELD_TYPE.VAR_STRING, FIELD_TYPE.VARCHAR, FIELD_TYPE.JSON,
+    FIELD_TYPE.TINY_BLOB, FIELD_TYPE.BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB,
+)  # fmt: skip
 Dumps = Callable[[object], bytes]
 
 
@@ -127,6 +150,27 @@ TINY_FLOAT = 1e-4  # below this (and above 0) orjson writes 0.00001 where json w
 
 # A JSON string token, or whitespace between tokens (JSON has only these four).
 _TOKEN_OR_SPACE = re.compile(r'"(?:[^"\\]|\\.)*"|[ \t\n\r]+')
+
+
+# A byte JSON must escape inside a string; text without one is its own JSON spelling.
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]').search
+
+
+@dataclass(frozen=True)
+class RawColumn:
+    """A result column as the driver describes it, for spelling its raw bytes as JSON."""
+
+    type_code: int
+    text: bool  # the driver decodes it (False: binary, bytes)
+    zerofill: bool
+    decode: Callable[[bytes], Any]  # the driver's own bytes -> value
+
+
+RawRow = Sequence[bytes | None]  # each field's bytes as the server sent them; None = NULL
+# How ListingEncoder.raw spells a field: its bytes as they are, quoted, quoted after the
+# ISO 8601 rewrite, text (quoted unless it needs escapes), base64, embedded JSON, or
+# whatever encode() makes of the driver's value.
+_NUMBER, _QUOTED, _DATETIME, _TEXT, _BINARY, _EMBED, _VALUE = range(7)
 
 
 class InvalidJSON(ValueError):
@@ -207,13 +251,75 @@ class ListingEncoder:
 
     def _assemble(self, row: Sequence[Any]) -> bytes:
         """Key by key, the bytes the whole-record dumps would give, with the JSON embedded."""
-        parts = []
-        for i, (key, value) in enumerate(zip(self._keys, row, strict=True)):
-            if i in self._json and isinstance(value, str | bytes):
-                parts.append(key + embedded_json(self.columns[i], value))
-            elif value and i in self._floats and -TINY_FLOAT < value < TINY_FLOAT:
-                parts.append(key + stdlib_dumps(value))
-            else:
-                parts.append(key + self._dumps(value))
+        parts = [
+            key + self._value(i, value)
+            for i, (key, value) in enumerate(zip(self._keys, row, strict=True))
+        ]
         parts.append(b"}")
         return b"".join(parts)
+
+    def _value(self, i: int, value: Any) -> bytes:
+        """One value as the whole-record dumps would spell it (the dumps agree on scalars)."""
+        if i in self._json and isinstance(value, str | bytes):
+            return embedded_json(self.columns[i], value)
+        if value and i in self._floats and -TINY_FLOAT < value < TINY_FLOAT:
+            return stdlib_dumps(value)
+        return self._dumps(value)
+
+    def raw(self, columns: Sequence[RawColumn]) -> Callable[[RawRow], bytes]:
+        """encode() for rows of raw field bytes, giving the same bytes as encode() would.
+
+        Integers, DECIMAL, DATE, TIME and DATETIME are written from the server's text,
+        text without a byte to escape as it is and binary as base64: no Python value is
+        built only to be printed again. Anything else (floats, text that needs escapes,
+        BIT, zerofill, ...) goes through the driver's decoding and _value().
+        """
+        plan = tuple(
+            (i, key, key + b'"', self._kind(i, column), column.decode)
+            for i, (key, column) in enumerate(zip(self._keys, columns, strict=True))
+        )
+        value_of, dumps, columns_ = self._value, self._dumps, self.columns
+        b64 = binascii.b2a_base64
+
+        def encode(row: RawRow) -> bytes:
+            parts: list[bytes] = []
+            append = parts.append
+            for (i, key, quote, kind, decode), raw in zip(plan, row, strict=True):
+                if raw is None:
+                    append(key + b"null")
+                elif kind == _NUMBER:
+                    append(key + raw)
+                elif kind == _QUOTED:
+                    append(quote + raw + b'"')
+                elif kind == _TEXT:
+                    # Not ASCII: decoded only to fail on bad UTF-8 as the driver would.
+                    if _NEEDS_ESCAPE(raw) is None and (raw.isascii() or decode(raw)):
+                        append(quote + raw + b'"')
+                    else:
+                        append(key + dumps(decode(raw)))
+                elif kind == _DATETIME:
+                    append(quote + iso_datetime_bytes(raw) + b'"')
+                elif kind == _BINARY:
+                    append(quote + b64(raw, newline=False) + b'"')
+                elif kind == _EMBED:
+                    append(key + embedded_json(columns_[i], raw))
+                else:
+                    append(key + value_of(i, decode(raw)))
+            append(b"}")
+            return b"".join(parts)
+
+        return encode
+
+    def _kind(self, i: int, column: RawColumn) -> int:
+        code = column.type_code
+        if i in self._json:  # embedded when the driver's value is a str or bytes
+            return _EMBED if code in STRING_TYPES else _VALUE
+        if code in STRING_TYPES:
+            return _TEXT if column.text else _BINARY
+        if code in INTEGER_TYPES and not column.zerofill:
+            return _NUMBER
+        if code in AS_SERVER_TEXT:
+            return _QUOTED
+        if code in DATETIME_TYPES:
+            return _DATETIME
+        return _VALUE

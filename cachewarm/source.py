@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import guard
+from . import guard, pymysql_rows
 from .config import MySQLSettings
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
 from .errors import ConfigError, DeadlineExceeded, SourceError
@@ -75,6 +75,7 @@ class _Driver:
     connect: Callable[..., Any]
     error: type[Exception]
     streaming_cursor: Any
+    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -135,7 +136,9 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
         kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-    return _Driver(pymysql.connect, pymysql.MySQLError, pymysql.cursors.SSCursor)
+    return _Driver(
+        pymysql_rows.CONNECT, pymysql.MySQLError, pymysql.cursors.SSCursor, pymysql_rows.FAST
+    )
 
 
 class Source:
@@ -153,6 +156,7 @@ class Source:
         driver = (_mysqlclient if self.driver == "mysqlclient" else _pymysql)(settings, kwargs)
         self._error = driver.error
         self._streaming = driver.streaming_cursor
+        self._raw_rows = driver.raw_rows
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -234,33 +238,46 @@ class Source:
 
     @contextlib.contextmanager
     def _query(
-        self, what: str, query: str, params: dict[str, Any], *, stream: bool = True
+        self,
+        what: str,
+        query: str,
+        params: dict[str, Any],
+        *,
+        stream: bool = True,
+        raw: bool = False,
     ) -> Iterator[Any]:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
-        is read whole, which is cheaper per row.
+        is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
         """
         cur = None
         self._running = True  # until seen to its end: close() stops it on the server
         try:
+            if raw:
+                self._conn.raw_rows = True
             cur = self._conn.cursor(self._streaming if stream else None)
             cur.execute(self._bounded(cur, query), params)
+            if raw:
+                self._conn.raw_rows = False
             yield cur
             cur.close()  # reads what is left of a streamed result: the statement is over
             self._running = False
         except self._error as exc:
-            if self._guard and self._guard.expired:  # cut by the guard's timer
-                raise self._guard.exceeded() from None
-            if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
-                raise DeadlineExceeded(
-                    f"run passed run.max_seconds; {self.where} stopped the {what}"
-                ) from None
-            raise SourceError(f"{self.where}: {what} failed: {describe(exc)}") from None
+            raise self._failed(what, exc) from None
         finally:
+            if raw:
+                self._conn.raw_rows = False
             if cur is not None:
                 with contextlib.suppress(self._error):  # a dead connection has nothing to drain
                     cur.close()
+
+    def _failed(self, what: str, exc: Exception) -> Exception:
+        if self._guard and self._guard.expired:  # cut by the guard's timer
+            return self._guard.exceeded()
+        if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
+            return DeadlineExceeded(f"run passed run.max_seconds; {self.where} stopped the {what}")
+        return SourceError(f"{self.where}: {what} failed: {describe(exc)}")
 
     @staticmethod
     def _rows(cur: Any) -> Iterator[Any]:
@@ -336,26 +353,34 @@ class Source:
             return {_as_id(value, n, "follow") for n, (value, *_) in enumerate(self._rows(cur), 1)}
 
     def listings(
-        self, query: str, ids: Sequence[int], *, json_columns: Sequence[str] = ()
+        self,
+        query: str,
+        ids: Sequence[int],
+        *,
+        json_columns: Sequence[str] = (),
     ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
         """(id, listing JSON) for the ids that still have a listing row.
 
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
         """
-        with self._query("listing query", query, {"ids": IdList(ids)}, stream=False) as cur:
+        params = {"ids": IdList(ids)}
+        raw = self._raw_rows
+        with self._query("listing query", query, params, stream=False, raw=raw) as cur:
             try:
                 encoder = ListingEncoder(cur.description or (), json_columns=json_columns)
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
-            id_index, encode = encoder.id_index, encoder.encode
-            for row in cur.fetchall():
-                payload: bytes | InvalidJSON
-                try:
-                    payload = encode(row)
-                except InvalidJSON as exc:
-                    payload = exc
-                yield _as_id(row[id_index], 0, "listing"), payload
+            id_index = encoder.id_index
+            encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
+            rows = cur.fetchall()
+        for row in rows:
+            payload: bytes | InvalidJSON
+            try:
+                payload = encode(row)
+            except InvalidJSON as exc:
+                payload = exc
+            yield _as_id(row[id_index], 0, "listing"), payload
 
 
 def _drop_repeats(ids: array[int]) -> array[int]:
@@ -388,6 +413,8 @@ def _drop_repeats(ids: array[int]) -> array[int]:
 def _as_id(value: object, row: int, query: str) -> int:
     if type(value) is int and 0 <= value <= MAX_ID:
         return value
+    if type(value) is bytes and value.isdigit() and int(value) <= MAX_ID:  # a raw row's id
+        return int(value)
     if isinstance(value, str | bytes | decimal.Decimal) and _digits(value):
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
