@@ -8,97 +8,19 @@ reader of the output went away (`status | head -1`).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
-import structlog
 
 from . import __version__, check, follow, output, render, views
 from . import orchestrate as api
-from .config import Overrides, Settings, load_settings
-from .errors import EX_FAILED, CachewarmError, LockHeld
+from .errors import EX_FAILED
+from .exits import Group, Options
 from .guard import run_guard
 from .keys import parse_id, parse_ids
-from .urls import scrub
-
-
-@dataclass
-class Options:
-    config: str | None
-    verbose: bool
-    quiet: bool
-    log_format: str
-    secrets: list[str] = field(default_factory=list)
-
-    def settings(self, overrides: Overrides | None = None) -> Settings:
-        """Load settings once per command, then set up logging with their secrets."""
-        settings = load_settings(self.config, overrides=overrides)
-        self.secrets = settings.secrets()
-        output.configure(
-            verbose=self.verbose, quiet=self.quiet, fmt=self.log_format, secrets=self.secrets
-        )
-        for note in settings.notes:
-            structlog.get_logger("cachewarm").warning("config.warning", message=note)
-        return settings
-
-
-class Group(click.Group):
-    """Turns every CachewarmError into its one-line message and exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CachewarmError as exc:
-            skipped = isinstance(exc, LockHeld)
-            if skipped and not _loud_skip(ctx):
-                ctx.exit(exc.exit_code)  # the run log has it; cron has nothing to mail
-            _fail(ctx, str(exc), exc.exit_code, prefix="skipped" if skipped else "error")
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            _fail(ctx, "interrupted by SIGINT", 130)
-        except BrokenPipeError:
-            _reader_gone()
-        except Exception as exc:
-            opts = ctx.find_object(Options)
-            if opts and opts.verbose:
-                traceback.print_exc()
-            detail = f"internal error: {type(exc).__name__}: {exc} (run with -v for details)"
-            _fail(ctx, detail, EX_FAILED)
-
-
-def _loud_skip(ctx: click.Context) -> bool:
-    """A skip is news to a person at a terminal (or asking with -v), not to cron.
-
-    A holder stuck past its deadline is not a skip (lock.LockStuck): that always prints.
-    """
-    opts = ctx.find_object(Options)
-    return sys.stderr.isatty() or bool(opts and opts.verbose)
-
-
-def _reader_gone() -> NoReturn:
-    """Stop quietly when the pipe we print into closed, as a tool SIGPIPE kills would.
-
-    Python ignores SIGPIPE, so the write raised instead; exit 128 + SIGPIPE like the
-    others, with stdout on /dev/null so the interpreter's last flush has nothing to say.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(128 + signal.SIGPIPE)
-
-
-def _fail(ctx: click.Context, message: str, code: int, prefix: str = "error") -> NoReturn:
-    opts = ctx.find_object(Options)
-    line = scrub(" ".join(message.split()), opts.secrets if opts else [])
-    click.echo(f"cachewarm: {prefix}: {line}", err=True)
-    ctx.exit(code)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
