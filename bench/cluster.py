@@ -207,6 +207,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cwbench-") as tmp:
         work = Path(tmp)
         mysql = servers.start_mariadb(work / "mariadb")
@@ -229,7 +230,9 @@ def main() -> int:
         f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"driver {driver} (the worktree's .venv), {args.repeat} runs each, medians. "
         "Every product hot; both topologies on this machine; order alternated per run; "
-        "both hold identical listings afterwards.\n\n" + table(rows) + "\n"
+        "both hold identical listings afterwards. Load average (1 min) before / after: "
+        f"{load_before:.1f} / {os.getloadavg()[0]:.1f} (the benchmark itself adds about 1; "
+        "more means other work shared the machine).\n\n" + table(rows) + "\n"
     )
     out = ROOT / "bench" / "results" / f"{title}.md"
     out.write_text(report, encoding="utf-8")

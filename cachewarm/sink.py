@@ -1,12 +1,19 @@
 """Redis: fenced batch writes, the hot-list publish, invalidation and read-only lookups.
 
-One Redis, a Sentinel-managed master or a Redis Cluster: every script touches the keys of
-one cluster slot only (on one Redis, a batch may still go as one script). Calls are
-packed straight into RESP and pipelined one batch deep per node: Redis applies batch n
-while Python encodes batch n+1, and memory stays bounded by two batches whatever the
-size of the hot set. Scripts are loaded on a node's first use and called by EVALSHA;
-NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK and TRYAGAIN re-send that
-one call, with EVAL, where it belongs now.
+One Redis, a Sentinel-managed master or a Redis Cluster. On one Redis a batch goes as
+one script. On a cluster a script that declares keys of several slots is refused
+(CROSSSLOT) even by the node that serves them all, so a batch goes as one script per
+node that names its keys in ARGV under Redis 7's `allow-cross-slot-keys` flag: the node
+refuses any key it does not serve, and such a call (a slot moved or moving) is re-sent
+one slot at a time with declared keys, the way every call goes to a node without that
+flag. Each script runs atomically on one node, and every key it checks or writes
+together (a listing, its slot's state) shares a slot.
+
+Calls are packed straight into RESP and pipelined one batch deep per node: Redis
+applies batch n while Python encodes batch n+1, and memory stays bounded by two batches
+whatever the size of the hot set. Scripts are loaded on a node's first use and called by
+EVALSHA; NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK and TRYAGAIN
+re-send that one call, with EVAL, where it belongs now.
 
 Three guards live in the write script:
 - the fence: with the Redis lock, a run that lost the lock writes nothing (a paused
@@ -31,7 +38,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -168,6 +175,17 @@ end
 return states
 """
 
+# Prepended to a script that takes its keys in ARGV (numkeys 0): ARGV[1] counts them, then
+# come the keys, then the script's own arguments. Redis 7+; an older node refuses to load
+# it and is written to one slot per script.
+ACROSS_SLOTS = """#!lua flags=allow-cross-slot-keys
+local nkeys = tonumber(ARGV[1])
+local keys, args = {}, {}
+for i = 1, nkeys do keys[i] = ARGV[i + 1] end
+for i = nkeys + 2, #ARGV do args[#args + 1] = ARGV[i] end
+local KEYS, ARGV = keys, args
+"""
+
 # Slot states outlive a week without runs; an expired one only costs one skipped batch.
 STATE_TTL_MS = 7 * 24 * 3600 * 1000
 ENSURE_CHUNK = 4096  # state keys per script on one Redis
@@ -197,6 +215,8 @@ PUBLISH = Script.of(PUBLISH_SCRIPT)
 INVALIDATE = Script.of(INVALIDATE_SCRIPT)
 ENSURE = Script.of(ENSURE_SCRIPT)
 SCRIPTS = (WRITE, TOUCH, PUBLISH, INVALIDATE, ENSURE)
+# The same scripts for one call per cluster node (all but PUBLISH, whose keys share a slot).
+ACROSS = {s: Script.of(ACROSS_SLOTS + s.body.decode()) for s in (WRITE, TOUCH, INVALIDATE, ENSURE)}
 
 
 def connect(settings: RedisSettings) -> Client:
@@ -352,12 +372,18 @@ def _coalesce(chunks: list[bytes | bytearray]) -> list[bytes | bytearray]:
 Reply = Callable[[Any], None]
 
 
+def numkeys(count: int, *, across: bool) -> list[bytes]:
+    """The arguments before the keys: numkeys, or 0 and the count for an ACROSS script."""
+    return [b"0", b"%d" % count] if across else [b"%d" % count]
+
+
 @dataclass
 class Call:
-    """One script call: the slot its keys are in, what to send, who gets the reply.
+    """One script call: the slot its keys are in (the first's), what to send, who gets the reply.
 
     `body` is the RESP of everything after the script (numkeys, keys, args), packed
-    once: only the head differs between EVALSHA and a re-sent EVAL.
+    once: only the head differs between EVALSHA and a re-sent EVAL. A call spanning
+    slots has `split`: the same work as one call per slot, for when its node refuses.
     """
 
     script: Script
@@ -365,6 +391,7 @@ class Call:
     count: int  # arguments in body
     body: list[bytes | bytearray]
     on_reply: Reply
+    split: Callable[[], list[Call]] | None = None
 
     @classmethod
     def of(
@@ -374,9 +401,13 @@ class Call:
         keys: Sequence[bytes],
         args: Sequence[bytes | bytearray],
         on_reply: Reply,
+        *,
+        across: bool = False,
     ) -> Call:
-        values = [b"%d" % len(keys), *keys, *args]
-        return cls(script, slot, len(values), _pack_args(values), on_reply)
+        values = [*numkeys(len(keys), across=across), *keys, *args]
+        return cls(
+            ACROSS[script] if across else script, slot, len(values), _pack_args(values), on_reply
+        )
 
     def command(self, *, by_sha: bool) -> list[bytes | bytearray]:
         return [b"*%d\r\n" % (self.count + 2), self.script.head(by_sha=by_sha), *self.body]
@@ -391,13 +422,18 @@ class _Node:
     conn: Any  # a redis.connection.Connection; get_connection and release disagree on its type
     out: list[bytes | bytearray] = field(default_factory=list)
     bulky: bool = False  # out holds a chunk too large to copy
+    across: bool = False  # runs the ACROSS scripts: one call may span this node's slots
+
+
+Build = Callable[[list[int], bool], Call]  # positions, across → the call that writes them
 
 
 class ScriptPipe:
     """Script calls sent without waiting, one connection per node; replies read a batch behind.
 
-    While Redis runs batch n, the caller is already reading and encoding batch n+1. On
-    one Redis a batch is usually one call; on a cluster, one call per slot.
+    While Redis runs batch n, the caller is already reading and encoding batch n+1. A
+    batch is one call per Redis: per node on a cluster (per slot where a node lacks
+    `allow-cross-slot-keys`).
     """
 
     def __init__(self, client: Client, *, where: str, lock_key: str = "") -> None:
@@ -409,16 +445,34 @@ class ScriptPipe:
         self._slot_nodes: list[_Node | None] = [None] * SLOTS
         self._pending: deque[tuple[int, _Node, Call]] = deque()
         self._batch = 0
-        self._heads = {script: script.head(by_sha=True) for script in SCRIPTS}
+        self._heads = {s: s.head(by_sha=True) for s in (*SCRIPTS, *ACROSS.values())}
 
-    def groups(self, slots: Sequence[int]) -> list[list[int]]:
-        """Positions of `slots` that may share a script: all on one Redis, per slot on a cluster."""
+    def plan(self, slots: Sequence[int], build: Build, *, chunk: int = 0) -> list[Call]:
+        """The calls that cover `slots` (of the keys to touch), at most `chunk` keys each.
+
+        `build(positions, across)` makes one call of those positions. One Redis: one call
+        (per chunk). Cluster: one per node, `across` where the call spans slots; one per
+        slot on a node without the flag. A call spanning slots can `split` into the
+        per-slot calls, built only if its node refuses it.
+        """
         if not self.cluster:
-            return [list(range(len(slots)))] if slots else []
-        by_slot: dict[int, list[int]] = {}
-        for i, slot in enumerate(slots):
-            by_slot.setdefault(slot, []).append(i)
-        return list(by_slot.values())
+            groups = [list(range(len(slots)))] if slots else []
+        else:
+            by_place: dict[tuple[str, int], list[int]] = {}
+            for i, slot in enumerate(slots):
+                node = self._slot_nodes[slot] or self._node(slot)
+                by_place.setdefault((node.name, -1 if node.across else slot), []).append(i)
+            groups = list(by_place.values())
+        calls = []
+        for group in groups:
+            for start in range(0, len(group), chunk or len(group)):
+                part = group[start : start + chunk] if chunk else group
+                across = any(slots[i] != slots[part[0]] for i in part) if self.cluster else False
+                call = build(part, across)
+                if across:
+                    call.split = partial(_per_slot, part, slots, build)
+                calls.append(call)
+        return calls
 
     def fence_keys(self, fence: Fence) -> list[bytes]:
         """The lock key, first in KEYS, when scripts can read it (one Redis)."""
@@ -492,19 +546,25 @@ class ScriptPipe:
     def _load_scripts(self, node: _Node) -> None:
         """SCRIPT LOAD on a node's first use, so a fresh node answers EVALSHA at once.
 
-        A refusal (an ACL without SCRIPT, say) is left to the NOSCRIPT fallback.
+        A refusal (an ACL without SCRIPT, say) is left to the NOSCRIPT fallback; a
+        cluster node takes calls spanning slots only if it loaded the ACROSS scripts
+        (Redis 7+).
         """
+        scripts = [*SCRIPTS, *ACROSS.values()] if self.cluster else list(SCRIPTS)
+        loaded = 0
         try:
             node.conn.send_packed_command(
-                [chunk for s in SCRIPTS for chunk in _pack([b"SCRIPT", b"LOAD", s.body])]
+                [chunk for s in scripts for chunk in _pack([b"SCRIPT", b"LOAD", s.body])]
             )
-            for _ in SCRIPTS:
+            for script in scripts:
                 try:
                     node.conn.read_response()
                 except redis.exceptions.ResponseError:
                     continue
+                loaded += script in ACROSS.values()
         except redis.exceptions.RedisError as exc:
             raise self._failed(node, exc) from None
+        node.across = loaded == len(ACROSS)
 
     def _pool_for(self, slot: int) -> tuple[redis.ConnectionPool, str]:
         if isinstance(self._client, RedisCluster):
@@ -524,16 +584,32 @@ class ScriptPipe:
             redis.exceptions.AskError,  # and MovedError, its subclass
             redis.exceptions.TryAgainError,
         ) as exc:
-            reply = self._resend(call, exc)
+            self._resend(call, exc)
+            return
         except redis.exceptions.ResponseError as exc:
-            self._abandon()
-            raise script_error(exc, node.name, self._lock_key) from None
+            if not (call.split and not_served(exc)):
+                self._abandon()
+                raise script_error(exc, node.name, self._lock_key) from None
+            self._split(call)
+            return
         except redis.exceptions.RedisError as exc:
             raise self._failed(node, exc) from None
         call.on_reply(reply)
 
-    def _resend(self, call: Call, exc: redis.exceptions.ResponseError) -> Any:
-        """Send one call again, with EVAL, where the cluster says its slot is served now."""
+    def _split(self, call: Call) -> None:
+        """Re-send a call its node refused (a slot of it moved or is moving) slot by slot.
+
+        Its listings before the refused key were already applied: each one is checked
+        against its slot's state again, so doing them twice changes no outcome (a
+        listing written by the first try counts as unchanged).
+        """
+        assert call.split is not None
+        for part in call.split():
+            self._resend(part, None)
+
+    def _resend(self, call: Call, exc: redis.exceptions.ResponseError | None) -> None:
+        """Send one call again, with EVAL, where the cluster says its slot is served now
+        (where the slot map says, for `exc` None), and hand its reply on."""
         for _ in range(REDIRECTS):
             asking = isinstance(exc, redis.exceptions.AskError) and not isinstance(
                 exc, redis.exceptions.MovedError
@@ -555,10 +631,14 @@ class ScriptPipe:
                 )
                 if asking:
                     conn.read_response()
-                return conn.read_response()
+                reply = conn.read_response()
             except (redis.exceptions.AskError, redis.exceptions.TryAgainError) as again:
                 exc = again
+                continue
             except redis.exceptions.ResponseError as failed:
+                if call.split and not_served(failed):
+                    self._split(call)
+                    return
                 self._abandon()
                 raise script_error(failed, name, self._lock_key) from None
             except redis.exceptions.RedisError as failed:
@@ -567,6 +647,8 @@ class ScriptPipe:
                 raise SinkError(f"{name} failed during the write: {failed}") from None
             finally:
                 pool.release(conn)
+            call.on_reply(reply)
+            return
         self._abandon()
         raise SinkError(f"{self._where} kept redirecting slot {call.slot}: {exc}")
 
@@ -600,6 +682,18 @@ class ScriptPipe:
         return SinkError(f"{node.name} failed during the write: {exc}")
 
 
+def _per_slot(positions: list[int], slots: Sequence[int], build: Build) -> list[Call]:
+    by_slot: dict[int, list[int]] = {}
+    for i in positions:
+        by_slot.setdefault(slots[i], []).append(i)
+    return [build(group, False) for group in by_slot.values()]
+
+
+def not_served(exc: redis.exceptions.ResponseError) -> bool:
+    """A node's refusal of a key it does not serve, from inside an ACROSS script."""
+    return "non local key" in str(exc)
+
+
 class SlotStates:
     """What this run learned of each slot's guard state, and fresh values to create one.
 
@@ -627,25 +721,17 @@ def learn_states(pipe: ScriptPipe, keys: Keys, ids: Sequence[int] | None = None)
     if ids is not None and len(ids) < SLOTS:
         slots = sorted({key_slot(keys.product(i).encode()) for i in ids})
     fresh = states.fresh()  # one value for every slot created now: unique per slot still
-    calls = []
-    for group in pipe.groups(slots):
-        for start in range(0, len(group), ENSURE_CHUNK):
-            chosen = group[start : start + ENSURE_CHUNK]
 
-            def collect(reply: list[bytes], chosen: list[int] = chosen) -> None:
-                for i, state in zip(chosen, reply, strict=True):
-                    states.known[slots[i]] = state
+    def build(chosen: list[int], across: bool) -> Call:
+        def collect(reply: list[bytes]) -> None:
+            for i, state in zip(chosen, reply, strict=True):
+                states.known[slots[i]] = state
 
-            calls.append(
-                Call.of(
-                    ENSURE,
-                    slots[chosen[0]],
-                    [keys.slot_state(slots[i]).encode() for i in chosen],
-                    [fresh, b"%d" % STATE_TTL_MS],
-                    collect,
-                )
-            )
-    pipe.run(calls)
+        names = [keys.slot_state(slots[i]).encode() for i in chosen]
+        args = [fresh, b"%d" % STATE_TTL_MS]
+        return Call.of(ENSURE, slots[chosen[0]], names, args, collect, across=across)
+
+    pipe.run(pipe.plan(slots, build, chunk=ENSURE_CHUNK))
     return states
 
 
@@ -678,17 +764,19 @@ class BatchWriter:
         self._state_names = [_arg(keys.slot_state(slot).encode()) for slot in range(SLOTS)]
         self._packed: dict[bytes, bytes] = {}  # slot states as RESP; few distinct values
 
-    def spread(self, calls: int) -> tuple[list[bytes], Iterator[bytes]]:
-        """ARGV 4-5 (TTL, jitter), and ARGV 6 for each of `calls` calls: an offset into
-        the jitter that differs per call, so listings written together spread out."""
+    def spread(self) -> tuple[list[bytes], Callable[[int], bytes]]:
+        """ARGV 4-5 (TTL, jitter), and ARGV 6 for a call by its first position: an offset
+        into the jitter that differs per call, so listings written together spread out."""
         base, width = random.randrange(self._jitter_ms + 1), self._jitter_ms + 1
-        offsets = (b"%d" % ((base + k * 7907) % width) for k in range(calls))
-        return [b"%d" % self._ttl_ms, b"%d" % self._jitter_ms], offsets
+        return [
+            b"%d" % self._ttl_ms,
+            b"%d" % self._jitter_ms,
+        ], lambda k: b"%d" % ((base + k * 7907) % width)
 
     def send(self, items: Sequence[tuple[int, bytes]]) -> None:
         """Queue one batch of (id, payload); an empty payload deletes the listing.
 
-        Packed by hand: on a cluster this makes about one script call per listing.
+        Packed by hand, the hot loop of a warm: one call per Redis or cluster node.
         """
         if not items:
             return
@@ -697,14 +785,13 @@ class BatchWriter:
         slots = [key_slot(name) for name in names]
         pipe = self._pipe
         lock = [_arg(k) for k in pipe.fence_keys(self._fence)]
-        groups = pipe.groups(slots)
-        ttl_jitter, offsets = self.spread(len(groups))
+        ttl_jitter, offset = self.spread()
         fence = b"".join(_arg(a) for a in (*pipe.fence_args(self._fence), *ttl_jitter))
         tail = _arg(b"%d" % STATE_TTL_MS) + _arg(self._states.fresh())
         packed = self._packed
         self.totals.bytes += sum(len(payload) for _, payload in items)
-        calls: list[Call] = []
-        for group, offset in zip(groups, offsets, strict=True):
+
+        def build(group: list[int], across: bool) -> Call:
             keys: list[bytes] = []
             args: list[bytes] = []
             for i in group:
@@ -714,12 +801,14 @@ class BatchWriter:
                     packed.get(state) or packed.setdefault(state, _arg(state)),
                     _arg(items[i][1]),
                 )
-            head = _arg(b"%d" % (len(lock) + len(keys)))
-            body = b"".join((head, *lock, *keys, fence, _arg(offset), tail, *args))
+            head = b"".join(_arg(a) for a in numkeys(len(lock) + len(keys), across=across))
+            body = b"".join((head, *lock, *keys, fence, _arg(offset(group[0])), tail, *args))
             collect = partial(self._collect, items, slots, group)
-            count = 9 + len(lock) + 2 * len(keys)  # numkeys, keys, 8 fixed and 2 per listing
-            calls.append(Call(WRITE, slots[group[0]], count, [body], collect))
-        pipe.send(calls)
+            # numkeys (and the key count), keys, 8 fixed arguments, 2 per listing
+            count = 9 + across + len(lock) + 2 * len(keys)
+            return Call(ACROSS[WRITE] if across else WRITE, slots[group[0]], count, [body], collect)
+
+        pipe.send(pipe.plan(slots, build))
 
     def _collect(
         self, items: Sequence[tuple[int, bytes]], slots: list[int], group: list[int], reply: Any
@@ -740,18 +829,17 @@ class BatchWriter:
         names = [self._keys.product(i).encode() for i in ids]
         slots = [key_slot(name) for name in names]
         pipe, fence = self._pipe, self._fence
-        calls = []
-        groups = pipe.groups(slots)
-        ttl_jitter, offsets = self.spread(len(groups))
-        for group, offset in zip(groups, offsets, strict=True):
+        ttl_jitter, offset = self.spread()
 
-            def collect(reply: list[int], group: list[int] = group) -> None:
+        def build(group: list[int], across: bool) -> Call:
+            def collect(reply: list[int]) -> None:
                 on_missing([ids[group[i - 1]] for i in reply])
 
             keys = pipe.fence_keys(fence) + [names[i] for i in group]
-            args = [*pipe.fence_args(fence), *ttl_jitter, offset]
-            calls.append(Call.of(TOUCH, slots[group[0]], keys, args, collect))
-        pipe.send(calls)
+            args = [*pipe.fence_args(fence), *ttl_jitter, offset(group[0])]
+            return Call.of(TOUCH, slots[group[0]], keys, args, collect, across=across)
+
+        pipe.send(pipe.plan(slots, build))
 
 
 def script_error(exc: redis.exceptions.ResponseError, where: str, lock_key: str = "") -> Exception:
@@ -796,7 +884,7 @@ def publish_hot(
 def invalidate(
     pipe: ScriptPipe, keys: Keys, ids: Sequence[int], *, batch: int
 ) -> tuple[SlotStates, int]:
-    """Delete listings and give their slots fresh states, one script per batch (or slot).
+    """Delete listings and give their slots fresh states, one script per batch and node.
 
     Returns the states set (for a refill that reads the products afterwards) and how
     many listings were deleted.
@@ -807,22 +895,26 @@ def invalidate(
         names = [keys.product(i).encode() for i in ids[start : start + batch]]
         slots = [key_slot(name) for name in names]
         fresh = states.fresh()
-        calls = []
-        for group in pipe.groups(slots):
-            for i in group:
-                states.known[slots[i]] = fresh
-            calls.append(
-                Call.of(
-                    INVALIDATE,
-                    slots[group[0]],
-                    [k for i in group for k in (names[i], keys.slot_state(slots[i]).encode())],
-                    [fresh, b"%d" % STATE_TTL_MS],
-                    deleted.append,
-                )
-            )
-        pipe.send(calls)
+        for slot in slots:
+            states.known[slot] = fresh
+        build = partial(_invalidate_call, keys, names, slots, fresh, deleted.append)
+        pipe.send(pipe.plan(slots, build))
     pipe.finish()
     return states, sum(deleted)
+
+
+def _invalidate_call(
+    keys: Keys,
+    names: list[bytes],
+    slots: list[int],
+    fresh: bytes,
+    on_reply: Reply,
+    group: list[int],
+    across: bool,
+) -> Call:
+    pairs = [k for i in group for k in (names[i], keys.slot_state(slots[i]).encode())]
+    args = [fresh, b"%d" % STATE_TTL_MS]
+    return Call.of(INVALIDATE, slots[group[0]], pairs, args, on_reply, across=across)
 
 
 def delete_listings(client: Client, keys: Keys, ids: Iterable[int]) -> int:
