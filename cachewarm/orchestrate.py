@@ -310,7 +310,10 @@ class DryRunReport:
     hot_changed: bool = False
     samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
 
-    def send(self, items: Items) -> None:
+    def mark(self) -> int:
+        return 0  # nothing to guard: a dry run writes nothing
+
+    def send(self, items: Items, mark: int | None = None) -> None:
         """Compare one batch with what readers see now (MGET: no expiry is touched)."""
         ids = [i for i, _ in items]
         current = _redis_call(self.where, lambda: sink.current_values(self.client, self.keys, ids))

@@ -4,7 +4,8 @@ A warm, a dry run and the refill of `invalidate --rewarm` differ only in where a
 goes (a fenced writer, or a comparison with what Redis holds) and in whether a batch
 with no rows at all may be taken as a broken listing query. Keeping one loop keeps
 them agreeing on what a listing is: which ids are absent, which are too large, and that
-a batch is handed on only after its query (the writer's guard relies on that order).
+a batch is handed on with the mark its target took before the batch's query went out
+(the writer's guard relies on it: that query may be sent ahead, see Reader.run).
 
 A listing that cannot be written (no row, or over max_payload_bytes) goes on as an
 empty payload: the target deletes whatever is cached for it, and the id stays out of
@@ -38,9 +39,11 @@ EMPTY_BATCH_EVIDENCE = 100
 
 
 class Target(Protocol):
-    """Where batches go, each right after its query (see sink.BatchWriter)."""
+    """Where batches go, each with the mark taken before its query (see sink.BatchWriter)."""
 
-    def send(self, items: Items) -> None: ...
+    def mark(self) -> int: ...
+
+    def send(self, items: Items, mark: int | None = None) -> None: ...
 
 
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -95,22 +98,33 @@ class Reader:
         products that were deleted or hidden are no such evidence; they are removed.
         """
         record = self.record
-        for number, batch in enumerate(chunks(ids, self.batch_size), 1):
+        batches = chunks(ids, self.batch_size)
+        batch, mark, number = next(batches, None), target.mark(), 0
+        while batch is not None:
+            number += 1
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlineExceeded("run passed run.max_seconds; stopped")
             if self.pick_source:
                 self.src = self.pick_source()
                 record.stage = f"running the listing query on {self.src.where} (batch {number})"
+            # The next batch's query may go out as soon as this one's rows are in, and run
+            # on the server while this batch is written (Source.listings): its mark is
+            # taken now. Not when each batch picks its source (a replica that must catch
+            # up first).
+            following = next(batches, None)
+            ahead = following is not None and self.pick_source is None
+            next_mark = target.mark() if ahead else 0
             rows_before = self.rows
-            items = self.read(batch)
+            items = self.read(batch, then=following if ahead else None)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"
-            target.send(items)
+            target.send(items, mark)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
+            batch, mark = following, next_mark or target.mark()
 
     def _judge_empty(self, batch: Sequence[int], evidence: Evidence) -> None:
         self.record.stage = (
@@ -124,18 +138,18 @@ class Reader:
                 "their listings (check [warm] listing_query)"
             )
 
-    def read(self, batch: Sequence[int]) -> Items:
+    def read(self, batch: Sequence[int], *, then: Sequence[int] | None = None) -> Items:
         """Listings of one batch, in batch order.
 
         An id without a row, with one over max_payload_bytes, or whose json_columns value
         is not JSON gets b'' (whatever is cached for it is removed) and goes into `absent`.
         When the query returns several rows for one id, the first wins, and the run warns
-        once.
+        once. `then`: the next batch to read, see Source.listings.
         """
         found: dict[int, bytes | InvalidJSON] = {}
         repeats: dict[int, int] = {}
         for product_id, payload in self.src.listings(
-            self.query, batch, json_columns=self.json_columns
+            self.query, batch, json_columns=self.json_columns, then=then
         ):
             if product_id in found:
                 repeats[product_id] = repeats.get(product_id, 1) + 1

@@ -11,7 +11,9 @@ only to print them again.
 It overrides private parts of PyMySQL, checked here at import: the result's
 `_read_rowdata_packet` / `_read_rowdata_packet_unbuffered` / `_check_packet_is_eof`
 and its `converters`, `fields` and `unbuffered_active`; the connection's
-`_read_query_result`, `_read_bytes`, `_next_seq_id`, `_force_close` and `_result`.
+`_read_query_result`, `_read_bytes`, `_next_seq_id`, `_force_close`, `_result` and
+`_execute_command`; the cursor's `_get_db`, `_clear_result`, `_do_get_result` and
+`_executed`.
 They are the same from PyMySQL 1.1 to 1.2; any other version gets stock PyMySQL
 (`CONNECT` is then pymysql.connect and `raw_columns` is never called), slower but the
 same bytes.
@@ -26,7 +28,7 @@ import pymysql
 import pymysql.connections as stock
 import pymysql.cursors
 from pymysql import err
-from pymysql.constants import CR, FLAG
+from pymysql.constants import COMMAND, CR, FLAG
 from pymysql.protocol import MysqlPacket
 
 from .encode import RawColumn
@@ -186,7 +188,9 @@ def _compatible() -> bool:
             "_read_query_result",
             "_read_bytes",
             "_force_close",
+            "_execute_command",
         ),
+        pymysql.cursors.Cursor: ("_get_db", "_clear_result", "_do_get_result"),
     }
     return tuple(pymysql.VERSION[:2]) in VERSIONS and all(
         hasattr(cls, name) for cls, names in needed.items() for name in names
@@ -195,3 +199,23 @@ def _compatible() -> bool:
 
 FAST = _compatible()
 CONNECT: Callable[..., Any] = Connection if FAST else pymysql.connect
+
+
+class Cursor(pymysql.cursors.Cursor):
+    """A buffered cursor whose execute() can be split: send() now, receive() later.
+
+    In between the server runs the statement while the caller does other work, which
+    is how a warm has the next batch's listing query run while it writes this one.
+    """
+
+    def send(self, query: str, args: dict[str, Any]) -> None:
+        conn: Any = self._get_db()  # type: ignore[attr-defined]
+        self._clear_result()  # type: ignore[attr-defined]
+        sql = self.mogrify(query, args)
+        self._executed = sql  # as execute() records it; fetch*() check it
+        conn._execute_command(COMMAND.COM_QUERY, sql.encode(conn.encoding))
+
+    def receive(self) -> None:
+        conn: Any = self._get_db()  # type: ignore[attr-defined]
+        conn._affected_rows = conn._read_query_result()
+        self._do_get_result()  # type: ignore[attr-defined]

@@ -698,12 +698,37 @@ class SlotStates:
     """What this run learned of each slot's guard state, and fresh values to create one.
 
     Only the learned value of a slot lets a write through; b"" (unknown) never matches.
+    A state learned from a write's reply is stamped with the current tick, so a batch
+    whose query went out earlier (sent ahead, see pipeline.Reader) can tell it was
+    learned after its read began, and must not trust it.
     """
 
     def __init__(self) -> None:
         self.known: list[bytes] = [b""] * SLOTS
+        self.tick = 0
+        self._learned_at: dict[int, int] = {}  # slot → tick, for states learned from replies
         self._nonce = secrets.token_hex(8)
         self._count = 0
+
+    def mark(self) -> int:
+        """Taken right before a read: its write trusts only states learned before it."""
+        self.tick += 1
+        return self.tick
+
+    def learn(self, slot: int, state: bytes) -> None:
+        self.known[slot] = state
+        self._learned_at[slot] = self.tick
+
+    def as_of(self, mark: int | None) -> list[bytes]:
+        """The states a batch read after `mark` may be written against (None: all known
+        now); a slot learned since then is unknown, so its products are skipped."""
+        since = [s for s, t in self._learned_at.items() if mark is not None and t >= mark]
+        if not since:
+            return self.known
+        states = list(self.known)
+        for slot in since:
+            states[slot] = b""
+        return states
 
     def fresh(self) -> bytes:
         """A state value no slot ever had: random per process, counted per call."""
@@ -738,9 +763,10 @@ def learn_states(pipe: ScriptPipe, keys: Keys, ids: Sequence[int] | None = None)
 class BatchWriter:
     """Writes listings batch by batch through WRITE_SCRIPT, pipelined one batch deep.
 
-    The states a batch is checked against are those known when `send` is called, which
-    the reader does after the batch's MySQL read: they were learned before that read.
-    Replies update them only inside `send` and `finish`.
+    The states a batch is checked against must have been learned before its MySQL
+    read. Replies update them only inside `send` and `finish`, so a batch read after
+    the last of those calls can use all it knows; one read earlier than that (a query
+    sent ahead) passes the `mark` taken before its read.
     """
 
     def __init__(
@@ -773,14 +799,19 @@ class BatchWriter:
             b"%d" % self._jitter_ms,
         ], lambda k: b"%d" % ((base + k * 7907) % width)
 
-    def send(self, items: Sequence[tuple[int, bytes]]) -> None:
+    def mark(self) -> int:
+        return self._states.mark()
+
+    def send(self, items: Sequence[tuple[int, bytes]], mark: int | None = None) -> None:
         """Queue one batch of (id, payload); an empty payload deletes the listing.
 
-        Packed by hand, the hot loop of a warm: one call per Redis or cluster node.
+        `mark`: taken before the batch's read (None: read after the last send). Packed by
+        hand, the hot loop of a warm: one call per Redis or cluster node.
         """
         if not items:
             return
-        product, state_names, known = self._keys.product, self._state_names, self._states.known
+        product, state_names = self._keys.product, self._state_names
+        known = self._states.as_of(mark)
         names = [product(i).encode() for i, _ in items]
         slots = [key_slot(name) for name in names]
         pipe = self._pipe
@@ -820,7 +851,7 @@ class BatchWriter:
         for position, state in zip(skipped, states, strict=True):
             i = group[position - 1]
             self.skipped.add(items[i][0])
-            self._states.known[slots[i]] = state
+            self._states.learn(slots[i], state)
 
     def touch(self, ids: Sequence[int], on_missing: Callable[[list[int]], None]) -> None:
         """Refresh the TTL of current listings; `on_missing` gets the ids that were gone."""

@@ -75,7 +75,7 @@ class _Driver:
     connect: Callable[..., Any]
     error: type[Exception]
     streaming_cursor: Any
-    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes
+    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes, and sent ahead
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -157,6 +157,7 @@ class Source:
         self._error = driver.error
         self._streaming = driver.streaming_cursor
         self._raw_rows = driver.raw_rows
+        self._sent: tuple[Sequence[int], Any] | None = None  # (ids, cursor) sent ahead
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -245,19 +246,27 @@ class Source:
         *,
         stream: bool = True,
         raw: bool = False,
+        sent: Any = None,
     ) -> Iterator[Any]:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
         is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
+        `sent`: the cursor of a statement _send() sent ahead, whose result is read now.
         """
-        cur = None
+        cur = sent
         self._running = True  # until seen to its end: close() stops it on the server
         try:
+            if self._sent is not None and sent is None:  # sent ahead, then not asked for
+                self._sent[1].receive()
+                self._sent = None
             if raw:
                 self._conn.raw_rows = True
-            cur = self._conn.cursor(self._streaming if stream else None)
-            cur.execute(self._bounded(cur, query), params)
+            if cur is None:
+                cur = self._conn.cursor(self._streaming if stream else None)
+                cur.execute(self._bounded(cur, query), params)
+            else:
+                cur.receive()
             if raw:
                 self._conn.raw_rows = False
             yield cur
@@ -278,6 +287,16 @@ class Source:
         if exc.args and exc.args[0] in STATEMENT_TIMEOUT_ERRORS:
             return DeadlineExceeded(f"run passed run.max_seconds; {self.where} stopped the {what}")
         return SourceError(f"{self.where}: {what} failed: {describe(exc)}")
+
+    def _send(self, what: str, query: str, ids: Sequence[int]) -> None:
+        """Send the listing query of `ids` now; listings(ids) reads its result later."""
+        self._running = True
+        try:
+            cur = self._conn.cursor(pymysql_rows.Cursor)
+            cur.send(self._bounded(cur, query), {"ids": IdList(ids)})
+        except self._error as exc:
+            raise self._failed(what, exc) from None
+        self._sent = (ids, cur)
 
     @staticmethod
     def _rows(cur: Any) -> Iterator[Any]:
@@ -358,15 +377,23 @@ class Source:
         ids: Sequence[int],
         *,
         json_columns: Sequence[str] = (),
+        then: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
         """(id, listing JSON) for the ids that still have a listing row.
 
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
+
+        `then`, the ids of the next call: once these rows are in, that query is sent, so
+        the server runs it while the caller encodes and writes these (with PyMySQL; other
+        drivers run it when asked). The next call must then pass that very object.
         """
+        sent = self._sent[1] if self._sent is not None and self._sent[0] is ids else None
+        if sent is not None:
+            self._sent = None
         params = {"ids": IdList(ids)}
         raw = self._raw_rows
-        with self._query("listing query", query, params, stream=False, raw=raw) as cur:
+        with self._query("listing query", query, params, stream=False, raw=raw, sent=sent) as cur:
             try:
                 encoder = ListingEncoder(cur.description or (), json_columns=json_columns)
             except ValueError as exc:
@@ -374,6 +401,8 @@ class Source:
             id_index = encoder.id_index
             encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
             rows = cur.fetchall()
+        if then is not None and self._raw_rows:
+            self._send("listing query", query, then)
         for row in rows:
             payload: bytes | InvalidJSON
             try:

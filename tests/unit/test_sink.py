@@ -271,3 +271,43 @@ def test_a_refused_batch_leaves_no_reply_for_the_next_user(client: redis.Redis) 
         pipe.close()
     assert client.ping() is True
     assert client.get("lock") == b"someone-else"
+
+
+def same_slot(product_id: int) -> int:
+    """Another product whose listing shares `product_id`'s cluster slot."""
+    slot = key_slot(KEYS.product(product_id).encode())
+    return next(
+        i for i in range(product_id + 1, 10**6) if key_slot(KEYS.product(i).encode()) == slot
+    )
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_batch_read_ahead_never_trusts_a_state_learned_after_its_read(
+    client: redis.Redis, marked: bool
+) -> None:
+    """The query of a batch goes out before the previous batch's replies are read.
+
+    Here product b is read (old value), then edited and invalidated; an earlier batch's
+    write of a, in b's slot, meets the new state and its reply teaches it to the writer.
+    With the mark taken before b's read, the writer must not trust that state for b;
+    without it (what a writer that ignored read-ahead would do), b's stale value lands.
+    """
+    a = 5
+    b = same_slot(a)
+    states = learn(client, [a, b])
+    pipe, writer = writer_for(client, NO_LOCK, states)
+    try:
+        earlier = writer.mark()
+        b_read = writer.mark()  # b's batch query goes out: b's old row is read
+        invalidate(client, [b])  # b edited and invalidated after that read
+        writer.send([(a, b"a")], earlier)  # meets b's new state: a is skipped
+        writer.send([(999_999, b"other")], writer.mark())  # collects a's reply: learns it
+        writer.send([(b, b"b read before the edit")], b_read if marked else None)
+        pipe.finish()
+    finally:
+        pipe.close()
+    assert a in writer.skipped
+    if marked:
+        assert b in writer.skipped and client.get(KEYS.product(b)) is None
+    else:  # the hazard the mark exists for
+        assert client.get(KEYS.product(b)) == b"b read before the edit"
