@@ -192,9 +192,15 @@ def check_preconditions(
         "WHERE TABLE_SCHEMA = %s",
         (db,),
     )
+    types = {(str(t), str(c)): str(d) for t, c, _, d in columns}
     for table, column in settings.follow.tables.items():
-        if (table, column) not in {(str(t), str(c)) for t, c, *_ in columns}:
+        if (table, column) not in types:
             raise BinlogUnfit(f"[follow] tables: {db}.{table} has no column {column!r}")
+        if not types[table, column].endswith("int"):
+            raise BinlogUnfit(
+                f"[follow] tables: {db}.{table}.{column} is {types[table, column]}; "
+                "product ids must be an integer column"
+            )
     keys: dict[str, str] = {}
     for table in query_tables:
         primary = [(str(c), str(d)) for t, c, k, d in columns if t == table and k == "PRI"]
