@@ -86,10 +86,7 @@ class _Image:
         self.walks: dict[bytes, tuple[list[Step], int]] = {}
 
     def walk(self, nulls: bytes) -> tuple[list[Step], int]:
-        """The steps for one NULL pattern, and the bytes after the last one."""
-        found = self.walks.get(nulls)
-        if found is not None:
-            return found
+        """The steps for one NULL pattern, and the bytes after the last one; kept."""
         bits = int.from_bytes(nulls, "little")
         steps: list[Step] = []
         gap = 0
@@ -106,8 +103,8 @@ class _Image:
                 gap += fixed
         if len(self.walks) >= MAX_WALKS:
             self.walks.clear()
-        self.walks[nulls] = found = (steps, gap)
-        return found
+        self.walks[nulls] = (steps, gap)
+        return steps, gap
 
 
 class RowReader:
@@ -137,7 +134,8 @@ class RowReader:
                 for image in images:
                     nulls = body[pos : pos + image.null_bytes]
                     pos += image.null_bytes
-                    steps, tail = image.walk(nulls)
+                    walk = image.walks.get(nulls)
+                    steps, tail = image.walk(nulls) if walk is None else walk
                     values: list[Value] = [None] * width
                     for gap, prefix, slot, size, signed in steps:
                         pos += gap
