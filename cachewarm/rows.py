@@ -119,7 +119,8 @@ class RowReader:
     ) -> None:
         self.wanted = wanted
         self.missing = missing
-        self._tables: dict[int, tuple[object, dict[bytes, _Image]]] = {}
+        # per table name, not table id: a table gets a new id at each ALTER or reopening
+        self._tables: dict[str, tuple[object, dict[bytes, _Image]]] = {}
 
     def images(self, event: Any) -> list[tuple[Value, ...]]:
         images = self._images(event)
@@ -161,10 +162,10 @@ class RowReader:
     def _images(self, event: Any) -> list[_Image]:
         """The image walkers of this event's table map and bitmaps, built on first use."""
         columns = event.columns
-        cached = self._tables.get(event.table_id)
+        cached = self._tables.get(event.table)
         if cached is None or cached[0] is not columns:
             cached = (columns, {})  # a new table map: after ALTER TABLE or a rotation
-            self._tables[event.table_id] = cached
+            self._tables[event.table] = cached
         bitmaps = [event.columns_present_bitmap]
         if isinstance(event, UpdateRowsEvent):
             bitmaps.append(event.columns_present_bitmap2)
