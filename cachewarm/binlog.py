@@ -1,7 +1,8 @@
 """The MySQL/MariaDB binary log: what `follow` needs of the server, and a row-event reader.
 
-Row events are read with python-mysql-replication (built on PyMySQL). Its users trip
-over a few things this module settles once:
+Row events are read with python-mysql-replication (built on PyMySQL), their rows by
+rows.py, which reads only the mapped columns. The library's users trip over a few
+things this module settles once:
 - with `binlog_row_metadata` short of FULL, rows arrive keyed by made-up column names,
   so the product-id column cannot be found: it is a precondition, like ROW format and
   FULL row images (an UPDATE must carry the old row too, or a product moved between
