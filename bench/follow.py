@@ -59,12 +59,24 @@ def _config(work: Path, db_url: str, redis_url: str) -> Path:
     return path
 
 
-def _follower(config: Path, *flags: str) -> subprocess.Popen[bytes]:
+def _follower(config: Path, *flags: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """The follower of the working tree, or of the source tree `cwd` (first on sys.path)."""
     return subprocess.Popen(
         [sys.executable, "-m", "cachewarm", "--config", str(config), "follow", *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=cwd,
     )
+
+
+def _checkout(rev: str, into: Path) -> Path:
+    """The cachewarm package as of `rev`, to run the baseline follower from."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "cachewarm"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -104,32 +116,54 @@ def _wait_checkpoint(work: Path, target: tuple[str, int], timeout: float = 3600)
         time.sleep(0.01)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def backlog(
     config: Path,
     work: Path,
     conn: pymysql.connections.Connection,
     products: int,
     events: int,
-) -> dict[str, float]:
-    """Row events per second through a backlog, and peak RSS at 10%, 50% and 100%."""
+    baseline: Path | None,
+) -> dict[str, dict[str, float]]:
+    """Follow a backlog of `events` row events: the working tree's follower, then the baseline's.
+
+    Both start from the same checkpoint over the same binlog, in this run.
+    """
     proc = _follower(config, "--from-now")
     while _checkpoint(work) == ("", 0):
         time.sleep(0.01)
     _stop(proc)
+    start = (work / "follow.json").read_bytes()
     done = 0
     with conn.cursor() as cur:
         while done < events:
-            start = done % products
-            n = min(ROWS_PER_TRANSACTION, events - done, products - start)
+            first = done % products
+            n = min(ROWS_PER_TRANSACTION, events - done, products - first)
             cur.execute(
                 "UPDATE products SET weight_kg = COALESCE(weight_kg, 0) + 1 "
                 "WHERE id > %s AND id <= %s",
-                (start, start + n),
+                (first, first + n),
             )
             done += n
     end = _master(conn)
+    results = {"this": _catch_up(config, work, end, events, None)}
+    if baseline is not None:
+        (work / "follow.json").write_bytes(start)
+        results["baseline"] = _catch_up(config, work, end, events, baseline)
+    return results
+
+
+def _catch_up(
+    config: Path, work: Path, end: tuple[str, int], events: int, source: Path | None
+) -> dict[str, float]:
+    """Row events per second, CPU seconds per 100k, and peak RSS at 10%, 50% and 100%."""
     began = time.monotonic()
-    proc = _follower(config)
+    proc = _follower(config, cwd=source)
     samples: dict[str, float] = {}
     first = _checkpoint(work)
     try:
@@ -142,6 +176,7 @@ def backlog(
             time.sleep(0.01)
         elapsed = time.monotonic() - began
         samples["rss_1.0"] = _hwm_mb(proc.pid)
+        samples["cpu_per_100k"] = _cpu_s(proc.pid) * 100_000 / events
     finally:
         _stop(proc)
     samples["events_per_s"] = events / elapsed
@@ -215,6 +250,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also follow the backlog with the follower of this git revision, for a ratio",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cwbench-follow-") as tmp:
@@ -228,7 +268,8 @@ def main() -> int:
             conn = shop.connect(url, local_infile=False)
             client = redis.Redis.from_url(rd.url)
             try:
-                through = backlog(config, work, conn, args.products, args.events)
+                baseline = _checkout(args.baseline, work / "baseline") if args.baseline else None
+                runs = backlog(config, work, conn, args.products, args.events, baseline)
                 # Each edit waits for its commit (one at a time, like an admin panel): the
                 # rate a single connection reaches is reported alongside.
                 lat = sorted(
@@ -240,6 +281,7 @@ def main() -> int:
         finally:
             db.stop()
             rd.stop()
+    through = runs["this"]
     p50 = statistics.median(lat)
     p99 = lat[int(len(lat) * 0.99) - 1]
     lines = [
@@ -257,11 +299,28 @@ def main() -> int:
         f"| row events per second | {through['events_per_s']:,.0f} |",
         f"| peak RSS at 10% / 50% / 100% of the backlog | {through.get('rss_0.1', 0):.0f} / "
         f"{through.get('rss_0.5', 0):.0f} / {through['rss_1.0']:.0f} MB |",
+        f"| follower CPU per 100k row events (user + system) | {through['cpu_per_100k']:.2f} s |",
         f"| edits at {args.rate}/s for {args.seconds:g} s | {len(lat)} |",
         f"| edit-to-invalidation latency p50 | {p50 * 1000:.0f} ms |",
         f"| edit-to-invalidation latency p99 | {p99 * 1000:.0f} ms |",
         f"| max | {lat[-1] * 1000:.0f} ms |",
     ]
+    if "baseline" in runs:
+        base = runs["baseline"]
+        speed = through["events_per_s"] / base["events_per_s"]
+        cpu = through["cpu_per_100k"] / base["cpu_per_100k"]
+        lines += [
+            "",
+            f"The same backlog followed by `{args.baseline}` in this run, after the above:",
+            "",
+            "| measure | baseline | this tree | ratio |",
+            "|---|---:|---:|---:|",
+            f"| row events per second | {base['events_per_s']:,.0f} | "
+            f"{through['events_per_s']:,.0f} | {speed:.2f} |",
+            f"| follower CPU per 100k row events | {base['cpu_per_100k']:.2f} s | "
+            f"{through['cpu_per_100k']:.2f} s | {cpu:.2f} |",
+            f"| peak RSS at 100% | {base['rss_1.0']:.0f} MB | {through['rss_1.0']:.0f} MB | |",
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     out = ROOT / "bench" / "results" / f"{datetime.date.today()}-follow.md"

@@ -1,7 +1,8 @@
 """The MySQL/MariaDB binary log: what `follow` needs of the server, and a row-event reader.
 
-Row events are read with python-mysql-replication (built on PyMySQL). Its users trip
-over a few things this module settles once:
+Row events are read with python-mysql-replication (built on PyMySQL), their rows by
+rows.py, which reads only the mapped columns. The library's users trip over a few
+things this module settles once:
 - with `binlog_row_metadata` short of FULL, rows arrive keyed by made-up column names,
   so the product-id column cannot be found: it is a precondition, like ROW format and
   FULL row images (an UPDATE must carry the old row too, or a product moved between
@@ -192,9 +193,15 @@ def check_preconditions(
         "WHERE TABLE_SCHEMA = %s",
         (db,),
     )
+    types = {(str(t), str(c)): str(d) for t, c, _, d in columns}
     for table, column in settings.follow.tables.items():
-        if (table, column) not in {(str(t), str(c)) for t, c, *_ in columns}:
+        if (table, column) not in types:
             raise BinlogUnfit(f"[follow] tables: {db}.{table} has no column {column!r}")
+        if not types[table, column].endswith("int"):
+            raise BinlogUnfit(
+                f"[follow] tables: {db}.{table}.{column} is {types[table, column]}; "
+                "product ids must be an integer column"
+            )
     keys: dict[str, str] = {}
     for table in query_tables:
         primary = [(str(c), str(d)) for t, c, k, d in columns if t == table and k == "PRI"]

@@ -35,8 +35,9 @@ from typing import Any
 import pymysql
 import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
+from pymysqlreplication.row_event import UpdateRowsEvent
 
-from . import binlog, lock, metrics, orchestrate, sink, source
+from . import binlog, lock, metrics, orchestrate, rows, sink, source
 from .binlog import Position
 from .config import Settings, require_queries
 from .errors import (
@@ -367,14 +368,14 @@ class _Follower:
         batch = _Batch(self.saved)
         opened = ""
         delay, most = self.settings.follow.max_delay, self.settings.follow.max_batch
-        columns, primary, totals = self.columns, self.primary, self.totals
+        wanted, totals = _Rows(self.columns, self.primary), self.totals
         try:
             for event in stream:
                 kind = type(event)
                 if kind in binlog.ROW_EVENTS:
                     if not batch:
                         batch.started = time.monotonic()
-                    totals.events += _collect(event, columns, primary, batch)
+                    totals.events += _collect(event, wanted, batch)
                     self.last_event_at, self.lag_s = event.timestamp, time.time() - event.timestamp
                     continue
                 if kind is MariadbGtidEvent:
@@ -527,36 +528,47 @@ class _Follower:
                 self.ctl.close()
 
 
-def _collect(event: Any, columns: dict[str, str], primary: dict[str, str], batch: _Batch) -> int:
+class _Rows:
+    """What `_collect` reads of each watched table: the product-id column, the query key."""
+
+    def __init__(self, columns: dict[str, str], primary: dict[str, str]) -> None:
+        self.columns, self.primary = columns, primary
+        self.slots: dict[str, tuple[int, int]] = {}  # table -> (id slot, key slot), -1: none
+        wanted: dict[str, tuple[str, ...]] = {}
+        for table in {*columns, *primary}:
+            names = tuple(dict.fromkeys(n for n in (columns.get(table), primary.get(table)) if n))
+            wanted[table] = names
+            self.slots[table] = (
+                names.index(columns[table]) if table in columns else -1,
+                names.index(primary[table]) if table in primary else -1,
+            )
+        self.reader = rows.RowReader(wanted, self._missing)
+
+    def _missing(self, event: Any, column: str) -> BinlogUnfit:
+        setting = "tables" if self.columns.get(event.table) == column else "queries"
+        return _no_column(event, column, setting)
+
+
+def _collect(event: Any, wanted: _Rows, batch: _Batch) -> int:
     """Add the product ids (or query keys) of one row event's rows; returns how many rows.
 
     A row without the mapped column (renamed or dropped by an ALTER TABLE) stops the
     follower before its checkpoint: skipping those rows would miss their edits.
     """
     table = event.table
-    column, key = columns.get(table), primary.get(table)
-    rows = event.rows
-    for row in rows:
-        images = (
-            (row["values"],) if "values" in row else (row["before_values"], row["after_values"])
-        )
+    images = wanted.reader.images(event)
+    product, key = wanted.slots[table]
+    if product >= 0:
+        ids = batch.ids
         for values in images:
-            if column is not None:
-                value = values.get(column, _MISSING)
-                if type(value) is int and value >= 0:
-                    batch.ids.add(value)
-                elif value is _MISSING:
-                    raise _no_column(event, column, "tables")
-            if key is not None:
-                value = values.get(key, _MISSING)
-                if type(value) is int:
-                    batch.keyed.setdefault(table, set()).add(value)
-                elif value is _MISSING:
-                    raise _no_column(event, key, "queries")
-    return len(rows)
-
-
-_MISSING = object()
+            value = values[product]
+            if value is not None and value >= 0:
+                ids.add(value)
+    if key >= 0:
+        keys = {v for v in (values[key] for values in images) if v is not None}
+        if keys:
+            batch.keyed.setdefault(table, set()).update(keys)
+    return len(images) // 2 if isinstance(event, UpdateRowsEvent) else len(images)
 
 
 def _no_column(event: Any, column: str, setting: str) -> BinlogUnfit:

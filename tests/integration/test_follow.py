@@ -667,6 +667,12 @@ def test_unknown_mapping_column_names_the_table(make_config: MakeConfig) -> None
         follow.follow(s, from_now=True)
 
 
+def test_a_non_integer_mapping_column_is_refused_at_start(make_config: MakeConfig) -> None:
+    s = load_settings(make_config(tables={"products": "sku"}), env={})
+    with pytest.raises(BinlogUnfit, match=r"products\.sku is varchar; product ids must be an"):
+        follow.follow(s, from_now=True)
+
+
 # --- 6. operations ------------------------------------------------------------------------
 
 
