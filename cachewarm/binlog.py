@@ -158,7 +158,14 @@ def check_preconditions(
     Each failure is one line naming the server setting or grant to change.
     """
     where = ctl.where
-    want = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "server_id")
+    want = (
+        "log_bin",
+        "binlog_format",
+        "binlog_row_image",
+        "binlog_row_metadata",
+        "log_bin_compress",
+        "server_id",
+    )
     have = ctl.variables(*want)
     if have.get("log_bin", "OFF").upper() not in ("ON", "1"):
         raise BinlogUnfit(f"binary log is off on {where}: start the server with log_bin")
@@ -169,6 +176,13 @@ def check_preconditions(
     if metadata is not None and metadata.upper() != "FULL":
         raise BinlogUnfit(
             f"{where} has binlog_row_metadata={metadata}; follow needs binlog_row_metadata=FULL"
+        )
+    if have.get("log_bin_compress", "OFF").upper() in ("ON", "1"):
+        # python-mysql-replication passes compressed row events over without a word:
+        # following such a log would miss every edit in it.
+        raise BinlogUnfit(
+            f"{where} has log_bin_compress=ON; follow cannot read compressed row events "
+            "(set log_bin_compress=OFF)"
         )
     ours = server_id(settings)
     if int(have.get("server_id", "0")) == ours:

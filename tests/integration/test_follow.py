@@ -561,6 +561,7 @@ def test_binlog_off_is_a_one_line_error(make_config: MakeConfig, shop_db: Any) -
         ("binlog_format", "STATEMENT"),
         ("binlog_row_image", "MINIMAL"),
         ("binlog_row_metadata", "MINIMAL"),
+        ("log_bin_compress", "ON"),
     ],
 )
 def test_unfit_binlog_settings_are_one_line_errors(
