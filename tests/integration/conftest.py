@@ -193,3 +193,13 @@ def make_config(shop_db: ShopDB, redis_url: str, key_prefix: str, tmp_path: Path
 def make_settings(make_config: MakeConfig) -> MakeSettings:
     """Settings loaded exactly as the CLI would load make_config's file."""
     return lambda **overrides: load_settings(make_config(**overrides), env={})
+
+
+@pytest.fixture(scope="module")
+def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
+    """A MariaDB with the binlog `follow` needs (ROW, FULL images and metadata), per module."""
+    server = servers.start_mariadb(tmp_path_factory.mktemp("binlog") / "db", server_id=1)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -94,18 +94,11 @@ def _text(r: random.Random, n: int) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
-    db = servers.start_mariadb(tmp_path_factory.mktemp("rows") / "db", server_id=1)
-    try:
-        yield db
-    finally:
-        db.stop()
-
-
 @pytest.fixture
-def conn(server: servers.Server) -> Iterator[Connection]:
-    c = pymysql.connect(host=server.host, port=server.port, user="root", autocommit=True)
+def conn(binlog_server: servers.Server) -> Iterator[Connection]:
+    c = pymysql.connect(
+        host=binlog_server.host, port=binlog_server.port, user="root", autocommit=True
+    )
     with c.cursor() as cur:
         cur.execute("CREATE DATABASE IF NOT EXISTS shop")
         cur.execute("USE shop")
@@ -205,7 +198,7 @@ def _fast_images(
 
 
 def test_ids_read_by_length_equal_the_librarys_full_decoding(
-    server: servers.Server, conn: Connection
+    binlog_server: servers.Server, conn: Connection
 ) -> None:
     r = random.Random(20261128)
     start = _end(conn)
@@ -223,8 +216,8 @@ def test_ids_read_by_length_equal_the_librarys_full_decoding(
     _edits(conn, r, after, 1000)
     _sql(conn, "UPDATE wide SET note = 'x' WHERE id > 1000")
 
-    library = _library_images(server, start)
-    fast, updates = _fast_images(server, start)
+    library = _library_images(binlog_server, start)
+    fast, updates = _fast_images(binlog_server, start)
     assert fast == library
     assert updates > 20 and len(library) > 300
     seen = {n: {image[i] for image in library} for i, n in enumerate(WANTED)}
@@ -235,12 +228,12 @@ def test_ids_read_by_length_equal_the_librarys_full_decoding(
 
 
 def test_a_non_integer_wanted_column_fails_with_one_line(
-    server: servers.Server, conn: Connection
+    binlog_server: servers.Server, conn: Connection
 ) -> None:
     start = _end(conn)
     _sql(conn, "CREATE TABLE wide (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, sku VARCHAR(20))")
     _sql(conn, "INSERT INTO wide VALUES (1, '42')")
-    reader = _reader(server, start)
+    reader = _reader(binlog_server, start)
     fast = rows.RowReader({"wide": ("sku",)}, lambda event, name: AssertionError(name))
     try:
         (event,) = list(reader)
@@ -251,12 +244,12 @@ def test_a_non_integer_wanted_column_fails_with_one_line(
 
 
 def test_a_missing_wanted_column_is_reported_by_the_caller(
-    server: servers.Server, conn: Connection
+    binlog_server: servers.Server, conn: Connection
 ) -> None:
     start = _end(conn)
     _sql(conn, "CREATE TABLE wide (id BIGINT UNSIGNED NOT NULL PRIMARY KEY)")
     _sql(conn, "INSERT INTO wide VALUES (1)")
-    reader = _reader(server, start)
+    reader = _reader(binlog_server, start)
     fast = rows.RowReader(
         {"wide": ("id", "product_id")}, lambda e, name: KeyError(f"{e.table}.{name}")
     )

@@ -44,16 +44,6 @@ PRODUCTS = 200
 GONE_WITHIN_S = 10  # generous for a loaded CI box; the latency itself is measured in bench/
 
 
-@pytest.fixture(scope="module")
-def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
-    """A MariaDB with the binlog `follow` needs, shared by this module's tests."""
-    server = servers.start_mariadb(tmp_path_factory.mktemp("binlog") / "db", server_id=1)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _root(server: servers.Server) -> Connection:
     return pymysql.connect(host=server.host, port=server.port, user="root", autocommit=True)
 
