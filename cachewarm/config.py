@@ -52,6 +52,7 @@ class RedisSettings:
     sentinels: tuple[str, ...] = ()  # sentinel: "host:port" of each sentinel
     service_name: str = ""  # sentinel: the master's name, as in `sentinel monitor NAME`
     password: Secret | None = None
+    sentinel_password: Secret | None = None  # the sentinels' own requirepass, if they have one
     connect_timeout: float = 5.0
     timeout: float = 30.0
     ssl_ca_certs: str | None = None
@@ -142,7 +143,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of any output."""
-        return [s.reveal() for s in (self.mysql.password, self.redis.password) if s and s.reveal()]
+        held = (self.mysql.password, self.redis.password, self.redis.sentinel_password)
+        return [s.reveal() for s in held if s and s.reveal()]
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -212,7 +214,7 @@ def _holds_password(raw: dict[str, dict[str, tuple[object, str]]]) -> bool:
         for key, (value, origin) in raw[section].items():
             if origin.startswith(ENV_PREFIX) or not isinstance(value, str):
                 continue
-            if key == "password" and value:
+            if key in ("password", "sentinel_password") and value:
                 return True
             if key == "url" and split_password(value)[1] is not None:
                 return True
@@ -501,8 +503,8 @@ def _check_redis_mode(s: Settings) -> None:
         ),
         (r.mode == "cluster" or not r.nodes, '[redis] nodes applies only to mode = "cluster"'),
         (
-            r.mode == "sentinel" or not (r.sentinels or r.service_name),
-            '[redis] sentinels and service_name apply only to mode = "sentinel"',
+            r.mode == "sentinel" or not (r.sentinels or r.service_name or r.sentinel_password),
+            '[redis] sentinels, service_name and sentinel_password apply only to mode = "sentinel"',
         ),
         (
             r.mode != "cluster" or not r.url.startswith("unix:"),

@@ -267,8 +267,11 @@ def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.R
     if settings.url.startswith("rediss://"):
         master_kwargs["ssl"] = True
     timeouts = {k: kwargs[k] for k in ("socket_connect_timeout", "socket_timeout")}
+    asking = dict(timeouts)  # the sentinels' own connections: no password unless set
+    if settings.sentinel_password is not None:
+        asking["password"] = settings.sentinel_password.reveal()
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        [_host_port(s) for s in settings.sentinels], sentinel_kwargs=timeouts, **timeouts
+        [_host_port(s) for s in settings.sentinels], sentinel_kwargs=asking, **timeouts
     )
     master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call]
     return master

@@ -266,7 +266,7 @@ def _redis_probe(server: Server) -> None:
     with socket.create_connection((server.host, server.port), timeout=2) as s:
         s.sendall(b"PING\r\n")
         reply = s.recv(64)
-    if not reply.startswith(b"+PONG"):
+    if not reply.startswith((b"+PONG", b"-NOAUTH")):  # a server with requirepass answers too
         raise ServerError(f"unexpected PING reply {reply!r}")
 
 
@@ -585,6 +585,10 @@ class RedisSentinel:
     replica: Server
     sentinels: list[Server]
     service_name: str = SENTINEL_SERVICE
+    password: str | None = None  # the sentinels' requirepass
+
+    def sentinel_client(self, sentinel: Server) -> redis.Redis:
+        return redis.Redis(host=sentinel.host, port=sentinel.port, password=self.password)
 
     @property
     def seeds(self) -> list[str]:
@@ -592,7 +596,7 @@ class RedisSentinel:
 
     def master_address(self) -> tuple[str, int]:
         """Where the sentinels say the master is now."""
-        client = redis.Redis(host=self.sentinels[0].host, port=self.sentinels[0].port)
+        client = self.sentinel_client(self.sentinels[0])
         try:
             address = client.sentinel_get_master_addr_by_name(self.service_name)
         finally:
@@ -607,10 +611,13 @@ class RedisSentinel:
             server.stop()
 
 
-def start_redis_sentinel(base_dir: Path, sentinels: int = 1) -> RedisSentinel:
+def start_redis_sentinel(
+    base_dir: Path, sentinels: int = 1, password: str | None = None
+) -> RedisSentinel:
     """Master, replica (synced), and `sentinels` sentinels that have seen the replica.
 
     Quorum 1 and a one-second down-after, so failovers in tests take seconds.
+    `password`: the sentinels' own requirepass (the master and replica have none).
     """
     base_dir = base_dir.resolve()
     started: list[Server] = []
@@ -623,9 +630,9 @@ def start_redis_sentinel(base_dir: Path, sentinels: int = 1) -> RedisSentinel:
         started.append(replica)
         watchers = []
         for i in range(sentinels):
-            watchers.append(_start_sentinel(base_dir / f"sentinel{i}", master))
+            watchers.append(_start_sentinel(base_dir / f"sentinel{i}", master, password))
             started.append(watchers[-1])
-        setup = RedisSentinel(master, replica, watchers)
+        setup = RedisSentinel(master, replica, watchers, password=password)
         _wait_sentinel_ready(setup)
     except BaseException:
         for server in started:
@@ -634,7 +641,7 @@ def start_redis_sentinel(base_dir: Path, sentinels: int = 1) -> RedisSentinel:
     return setup
 
 
-def _start_sentinel(base_dir: Path, master: Server) -> Server:
+def _start_sentinel(base_dir: Path, master: Server, password: str | None) -> Server:
     base_dir.mkdir(parents=True, exist_ok=True)
     log = base_dir / "sentinel.log"
 
@@ -645,6 +652,7 @@ def _start_sentinel(base_dir: Path, master: Server) -> Server:
             f"sentinel monitor {SENTINEL_SERVICE} {master.host} {master.port} 1\n"
             f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
             f"sentinel failover-timeout {SENTINEL_SERVICE} 10000\n"
+            + (f'requirepass "{password}"\n' if password else "")
         )
         server = Server(
             kind="redis",
@@ -675,7 +683,7 @@ def _wait_sentinel_ready(setup: RedisSentinel) -> None:
                 if k.startswith("slave")
             )
             for s in setup.sentinels:
-                client = redis.Redis(host=s.host, port=s.port)
+                client = setup.sentinel_client(s)
                 try:
                     ok = ok and bool(client.sentinel_slaves(setup.service_name))
                 finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+from pathlib import Path
 
 import pytest
 import redis
@@ -103,3 +105,28 @@ def test_failover_mid_run_then_the_next_run_writes_to_the_new_master(
         assert new.info("replication")["role"] == "master"
     finally:
         new.close()
+
+
+def test_sentinels_with_a_password(
+    make_config: MakeConfig, tmp_path: Path, key_prefix: str
+) -> None:
+    """The sentinels' requirepass comes from sentinel_password; output never shows it."""
+    password = "sentinel-€-" + secrets.token_hex(6)
+    setup = servers.start_redis_sentinel(tmp_path / "auth", password=password)
+    try:
+        via = sentinel_settings(setup)
+        without = cachewarm("--config", str(make_config(**via)), "run")
+        done = cachewarm("--config", str(make_config(**via, sentinel_password=password)), "run")
+        master = master_client(setup)
+        try:
+            hot = json.loads(master.get(Keys(key_prefix, 1).hot) or b"[]")
+        finally:
+            master.close()
+    finally:
+        setup.stop()
+    assert without.returncode == 1, without.stderr
+    assert "auth" in one_line(without.stderr).lower(), without.stderr
+    assert done.returncode == 0, done.stderr
+    assert len(hot) > 100
+    for proc in (without, done):
+        assert password not in proc.stdout + proc.stderr

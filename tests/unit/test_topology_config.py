@@ -43,7 +43,8 @@ def test_cluster_and_sentinel_settings_load(tmp_path: Path) -> None:
         ('mode = "sentinel"\nservice_name = "shop"', "[redis] sentinels is empty"),
         ('mode = "sentinel"\nsentinels = ["s:26379"]', "[redis] service_name is not set"),
         ('nodes = ["b:7001"]', '[redis] nodes applies only to mode = "cluster"'),
-        ('sentinels = ["s:26379"]', "[redis] sentinels and service_name apply only"),
+        ('sentinels = ["s:26379"]', "[redis] sentinels, service_name and sentinel_password"),
+        ('sentinel_password = "pw"', "[redis] sentinels, service_name and sentinel_password"),
         ('mode = "cluster"\nnodes = ["no-port"]', "'no-port' in nodes/sentinels is not host:port"),
         ('mode = "cluster"\nnodes = "b:7001"', None),  # a string is one comma-separated list
         ("nodes = [1, 2]", "[redis] nodes: expected a list of strings"),
