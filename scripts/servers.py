@@ -469,16 +469,34 @@ def _redis_server(base_dir: Path, log: Path, port: int, extra: list[str]) -> Ser
     return server
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A server certificate and key, and the CA that signed them (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 @dataclass
 class RedisCluster:
-    """A throwaway Redis Cluster: masters only, every slot assigned, cluster_state:ok."""
+    """A throwaway Redis Cluster: masters only, every slot assigned, cluster_state:ok.
+
+    With TLS, each node also has a TLS port (tls_ports, in node order), its cluster bus
+    runs over TLS, and a TLS client is told TLS ports in the slot map.
+    """
 
     nodes: list[Server]
+    tls_ports: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """Any node will do as a seed; the client learns the rest from it."""
         return self.nodes[0].url
+
+    @property
+    def tls_url(self) -> str:
+        return f"rediss://{self.nodes[0].host}:{self.tls_ports[0]}/0"
 
     @property
     def seeds(self) -> list[str]:
@@ -489,16 +507,31 @@ class RedisCluster:
             node.stop()
 
 
-def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
+def start_redis_cluster(
+    base_dir: Path, masters: int = 3, tls: TLSFiles | None = None
+) -> RedisCluster:
     """Start `masters` cluster-enabled servers, join them with `redis-cli --cluster create`.
 
     Returns once every node reports cluster_state:ok and agrees on the slot map.
     """
     base_dir = base_dir.resolve()
     nodes: list[Server] = []
+    tls_ports = [_free_cluster_port() for _ in range(masters)] if tls else []
     try:
         for i in range(masters):
             node_dir = base_dir / f"node{i}"
+            tls_args = (
+                [
+                    "--tls-port", str(tls_ports[i]),
+                    "--tls-cert-file", str(tls.cert),
+                    "--tls-key-file", str(tls.key),
+                    "--tls-ca-cert-file", str(tls.ca),
+                    "--tls-auth-clients", "no",
+                    "--tls-cluster", "yes",  # the bus on tls-port + 10000
+                ]
+                if tls
+                else []
+            )  # fmt: skip
             nodes.append(
                 start_redis(
                     node_dir,
@@ -513,21 +546,33 @@ def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
                         # Tests check what a failed run left on the nodes still up.
                         "--cluster-allow-reads-when-down",
                         "yes",
+                        *tls_args,
                     ],
                 )
             )
+        ports = tls_ports or [n.port for n in nodes]  # the nodes meet on their bus ports
         create = [
             _which("redis-cli"),
+            *(["--tls", "--cacert", str(tls.ca)] if tls else []),
             "--cluster",
             "create",
-            *(f"{n.host}:{n.port}" for n in nodes),
+            *(f"{n.host}:{port}" for n, port in zip(nodes, ports, strict=True)),
             "--cluster-replicas",
             "0",
             "--cluster-yes",
         ]
-        done = subprocess.run(
-            create, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
+        try:
+            done = subprocess.run(
+                create,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=START_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            raise ServerError(f"redis-cli --cluster create hung:\n{out[-3000:]}") from None
         if done.returncode != 0:
             raise ServerError(f"redis-cli --cluster create failed:\n{done.stdout[-3000:]}")
         wait_cluster_ok(nodes)
@@ -535,7 +580,7 @@ def start_redis_cluster(base_dir: Path, masters: int = 3) -> RedisCluster:
         for node in nodes:
             node.stop()
         raise
-    return RedisCluster(nodes)
+    return RedisCluster(nodes, tls_ports)
 
 
 def _free_cluster_port() -> int:

@@ -40,7 +40,7 @@ subjectKeyIdentifier = hash
 [server]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth, clientAuth  # a cluster node is its peers' client
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
 subjectAltName = IP:127.0.0.1, DNS:localhost
@@ -145,4 +145,40 @@ def test_redis_over_tls(make_config: MakeConfig, tls_redis: str, certs: Certs) -
     assert json.loads(shown or b"")["id"] == record.hot_ids[0]
     untrusted = load_settings(make_config(redis_url=tls_redis), env={})
     with pytest.raises(SinkError, match=f"cannot connect to Redis at rediss://.*{NOT_VERIFIED}"):
+        cachewarm.warm(untrusted)
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path, certs: Certs) -> Iterator[servers.RedisCluster]:
+    """A 3-master cluster whose nodes also listen on TLS, with the cluster bus over TLS."""
+    tls = servers.TLSFiles(cert=certs.cert, key=certs.key, ca=certs.ca)
+    cluster = servers.start_redis_cluster(tmp_path / "cluster", tls=tls)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_redis_cluster_over_tls(
+    make_config: MakeConfig, tls_cluster: servers.RedisCluster, certs: Certs, key_prefix: str
+) -> None:
+    """rediss:// to one node: the slot map gives TLS ports, and every master gets listings."""
+    s = load_settings(
+        make_config(redis_url=tls_cluster.tls_url, mode="cluster", ssl_ca_certs=str(certs.ca)),
+        env={},
+    )
+    record = cachewarm.warm(s)
+    assert record.hot_published and record.written == record.hot > 100
+    per_node = []
+    for node in tls_cluster.nodes:  # read back over each node's plain port
+        client = redis.Redis(host=node.host, port=node.port)
+        try:
+            per_node.append(len(list(client.scan_iter(match=f"{key_prefix}:v1:product:*"))))
+        finally:
+            client.close()
+    assert all(n > 0 for n in per_node) and sum(per_node) == record.written, per_node
+    untrusted = load_settings(make_config(redis_url=tls_cluster.tls_url, mode="cluster"), env={})
+    with pytest.raises(
+        SinkError, match=f"cannot connect to Redis Cluster at rediss://.*{NOT_VERIFIED}"
+    ):
         cachewarm.warm(untrusted)
