@@ -25,6 +25,7 @@ from tests.helpers import (
     cachewarm,
     one_line,
     product_keys,
+    running,
     runs,
     slow_listing_query,
     start,
@@ -198,15 +199,10 @@ def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
         for n in private_cluster.nodes
         if n is not slot_owner(private_cluster, key_slot(hot_key.encode()))
     )
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
         victim.kill()
         code, _, err, _ = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 1, err
     assert one_line(err).startswith("cachewarm: error: "), err
     assert "Redis" in err
@@ -226,18 +222,13 @@ def test_script_flush_mid_run_is_recovered(
     key_prefix: str,
 ) -> None:
     config, client = slow_cluster_run
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
         for node in private_cluster.nodes:
             flushing = node_client(node)
             flushing.script_flush()
             flushing.close()
         code, _, err, _ = finish(proc, timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 0, err
     assert_every_hot_listing_current(client, key_prefix)
     # Only an EVAL (the NOSCRIPT fallback) puts a script back in a flushed cache.
@@ -275,8 +266,7 @@ def test_slots_moving_during_a_warm(
     halfway = slots(hot[len(hot) // 3 : len(hot) // 2])
     moved = slots(hot[len(hot) * 3 // 4 :]) - halfway
     moves = [SlotMove(private_cluster, s) for s in sorted(halfway | moved)]
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
         for move in moves:  # as `redis-cli --cluster reshard` does, some slower to finish
             move.mark()
@@ -292,10 +282,6 @@ def test_slots_moving_during_a_warm(
             if move.slot in halfway:
                 move.finish()
         code, _, err, _ = finish(proc, timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     if code != 0:  # failing cleanly is allowed; then the next run must succeed
         assert code == 1 and one_line(err), err
         again = cachewarm("--config", str(config), "run", timeout=90)

@@ -32,6 +32,7 @@ from tests.helpers import (
     cachewarm,
     lock_is_free,
     one_line,
+    running,
     running_listing_batches,
     slow_listing_query,
     start,
@@ -229,15 +230,10 @@ def test_sighup_records_an_interrupted_run_and_leaves_no_stale_holder(
     make_config: MakeConfig, shop_conn: Connection
 ) -> None:
     config = make_config(listing_query=slow_listing_query(0.05), batch_size=4)
-    proc = start("--config", str(config), "run")
-    try:
+    with running(start("--config", str(config), "run")) as proc:
         wait_for("a listing query in flight", lambda: running_listing_batches(shop_conn))
         proc.send_signal(signal.SIGHUP)  # the terminal or session it ran in went away
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 129, err
     line = one_line(err)
     assert line.startswith("cachewarm: error: interrupted by SIGHUP while running the ")

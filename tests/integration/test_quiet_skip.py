@@ -30,6 +30,7 @@ from tests.helpers import (
     gate,
     on_a_terminal,
     one_line,
+    running,
     runs,
     start,
     wait_for_lock_holder,
@@ -92,17 +93,12 @@ def holder(make_config: MakeConfig, shop_conn: Connection) -> Iterator[tuple[Pat
     """A real run holding the lock, blocked in its hot query until the test ends."""
     with gate(shop_conn) as held:
         config = make_config(hot_query=held.hot_query)
-        proc = start("--config", str(config), "run")
-        try:
+        with running(start("--config", str(config), "run")) as proc:
             wait_for_lock_holder(config.with_name("cw.lock"))
             yield config, proc.pid
             held.open()
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
 
 
 def test_the_crontab_line_works_under_cron(make_config: MakeConfig, env_file: Path) -> None:
