@@ -14,6 +14,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ import redis
 import seed as shop_seed  # scripts/seed.py -> examples/seed.py
 from pymysql.connections import Connection
 
-from cachewarm import Settings
+from cachewarm import Settings, warm
+from cachewarm.runlog import RunRecord
 
 SHOP_PRODUCTS = 200
 """Products in the shop_db fixture's database."""
@@ -99,6 +101,39 @@ def running(proc: Proc) -> Iterator[Proc]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+class Warming(threading.Thread):
+    """`cachewarm.warm(settings)` in a thread, keeping its record or whatever it raised."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="warm")
+        self.settings = settings
+        self.record: RunRecord | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.record = warm(self.settings)
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self) -> RunRecord:
+        """The finished warm's record; fails the test if it raised or never ended."""
+        assert not self.is_alive(), "the warm did not end"
+        assert self.record is not None, self.error
+        return self.record
+
+
+@contextlib.contextmanager
+def warming(settings: Settings, join_s: float = 30) -> Iterator[Warming]:
+    """A warm started in a thread, joined on the way out."""
+    thread = Warming(settings)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join(timeout=join_s)
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 15) -> None:

@@ -10,7 +10,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -19,7 +18,12 @@ from pymysql.connections import Connection
 
 import cachewarm as cw
 from cachewarm.keys import Keys
-from tests.helpers import MakeSettings, invalidate_a_batch_in_flight, slow_listing_query
+from tests.helpers import (
+    MakeSettings,
+    invalidate_a_batch_in_flight,
+    slow_listing_query,
+    warming,
+)
 
 FILLER = b"x" * 16_384
 
@@ -103,13 +107,6 @@ def test_no_stale_listing_whatever_redis_loses(
     )
     admin = make_settings(redis_url=lru_redis.url, batch_size=4)
     keys = Keys(s.keys.prefix, s.keys.version)
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["record"] = cw.warm(s)
-        except BaseException as exc:
-            outcome["error"] = exc
 
     def invalidate(ids: list[int]) -> None:
         if lose is not None:
@@ -121,17 +118,12 @@ def test_no_stale_listing_whatever_redis_loses(
     for _ in range(3):
         cw.invalidate(admin, [1, 2, 3])
     client = redis.Redis.from_url(lru_redis.url)
-    thread = threading.Thread(target=run)
     try:
-        with Pressure(lru_redis.url):
-            thread.start()
-            try:
-                raced = invalidate_a_batch_in_flight(shop_conn, thread.is_alive, invalidate)
-            finally:
-                thread.join(timeout=30)
+        with Pressure(lru_redis.url), warming(s) as warm:
+            raced = invalidate_a_batch_in_flight(shop_conn, warm.is_alive, invalidate)
         assert raced, "never caught a batch in flight; the race was not exercised"
         assert int(client.info("stats")["evicted_keys"]) > 0, "no memory pressure"
-        assert outcome.get("record") is not None, outcome
+        warm.result()
         for product_id in raced:
             value = client.get(keys.product(product_id))
             if value is not None:

@@ -29,7 +29,6 @@ from cachewarm.binlog import default_server_id
 from cachewarm.config import Settings, load_settings
 from cachewarm.errors import BinlogUnfit, ConfigError, LockHeld, LostPosition, SourceError
 from cachewarm.keys import Keys, key_slot
-from cachewarm.runlog import RunRecord
 from tests.helpers import (
     MakeConfig,
     cachewarm,
@@ -38,6 +37,7 @@ from tests.helpers import (
     slow_listing_query,
     start,
     wait_for,
+    warming,
 )
 
 PRODUCTS = 200
@@ -332,43 +332,28 @@ def test_edit_during_an_in_flight_warm_leaves_no_stale_listing(
     )
     follower = load_settings(make_config(), env={})
     keys = keys_of(slow)
-    outcome: dict[str, Any] = {}
-
-    def warm() -> None:
-        try:
-            outcome["record"] = cw.warm(slow)
-        except BaseException as exc:
-            outcome["error"] = exc
-
     raced: list[int] = []
-    with following(follower, from_now=True):
-        thread = threading.Thread(target=warm)
-        thread.start()
-        try:
-            for _ in range(4):
-                batches: list[tuple[int, list[int]]] = []
+    with following(follower, from_now=True), warming(slow, join_s=60) as warm:
+        for _ in range(4):
+            batches: list[tuple[int, list[int]]] = []
 
-                def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
-                    found[:] = [b for b in running_listing_batches(db) if b[0] >= 100]
-                    return bool(found)
+            def reading(found: list[tuple[int, list[int]]] = batches) -> bool:
+                found[:] = [b for b in running_listing_batches(db) if b[0] >= 100]
+                return bool(found)
 
-                wait_for("a listing query in flight", lambda: reading() or not thread.is_alive())
-                if not batches:
-                    break
-                ids = batches[0][1]
-                invalidated = _invalidated_since(redis_client, keys, ids)
-                sql(db, "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
-                # The follower invalidates on its own; catch it while the read still runs.
-                wait_for("the follower to invalidate", invalidated)
-                if any(b[1] == ids for b in running_listing_batches(db)):
-                    raced = ids
-                    break
-        finally:
-            thread.join(timeout=60)
+            wait_for("a listing query in flight", lambda: reading() or not warm.is_alive())
+            if not batches:
+                break
+            ids = batches[0][1]
+            invalidated = _invalidated_since(redis_client, keys, ids)
+            sql(db, "UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
+            # The follower invalidates on its own; catch it while the read still runs.
+            wait_for("the follower to invalidate", invalidated)
+            if any(b[1] == ids for b in running_listing_batches(db)):
+                raced = ids
+                break
     assert raced, "never caught a batch in flight; the race was not exercised"
-    record = outcome.get("record")
-    assert isinstance(record, RunRecord), outcome
-    assert record.skipped_invalidated >= len(raced)
+    assert warm.result().skipped_invalidated >= len(raced)
     for product_id in raced:
         value = redis_client.get(keys.product(product_id))
         if value is not None:

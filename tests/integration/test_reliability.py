@@ -11,10 +11,8 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,7 +23,6 @@ from servers import Server
 import cachewarm as cw
 from cachewarm.keys import Keys
 from cachewarm.lock import file_lock_holder
-from cachewarm.runlog import RunRecord
 from tests.helpers import (
     MakeConfig,
     MakeSettings,
@@ -44,6 +41,7 @@ from tests.helpers import (
     start,
     wait_for,
     wait_for_lock_holder,
+    warming,
 )
 
 
@@ -68,25 +66,12 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     s = make_settings(listing_query=slow_listing_query(0.15), batch_size=4, limit=16)
     admin = make_settings(batch_size=4)  # same keys and listings, without the slowness
     keys = Keys(s.keys.prefix, s.keys.version)
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["record"] = cw.warm(s)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
+    with warming(s) as warm:
         raced = invalidate_a_batch_in_flight(
-            shop_conn, thread.is_alive, lambda ids: cw.invalidate(admin, ids, rewarm=rewarm)
+            shop_conn, warm.is_alive, lambda ids: cw.invalidate(admin, ids, rewarm=rewarm)
         )
-    finally:
-        thread.join(timeout=30)
     assert raced, "never caught a batch in flight; the race was not exercised"
-    record = outcome.get("record")
-    assert isinstance(record, RunRecord), outcome
+    record = warm.result()
     assert record.status == "ok"
     assert record.skipped_invalidated == len(raced)
     hot = json.loads(redis_client.get(keys.hot) or b"")
