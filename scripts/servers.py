@@ -508,17 +508,19 @@ class RedisCluster:
 
 
 def start_redis_cluster(
-    base_dir: Path, masters: int = 3, tls: TLSFiles | None = None
+    base_dir: Path, masters: int = 3, tls: TLSFiles | None = None, replicas: int = 0
 ) -> RedisCluster:
-    """Start `masters` cluster-enabled servers, join them with `redis-cli --cluster create`.
+    """Start cluster-enabled servers, join them with `redis-cli --cluster create`.
 
+    `masters` masters with `replicas` replicas each; redis-cli picks which node is which.
     Returns once every node reports cluster_state:ok and agrees on the slot map.
     """
     base_dir = base_dir.resolve()
     nodes: list[Server] = []
-    tls_ports = [_free_cluster_port() for _ in range(masters)] if tls else []
+    count = masters * (1 + replicas)
+    tls_ports = [_free_cluster_port() for _ in range(count)] if tls else []
     try:
-        for i in range(masters):
+        for i in range(count):
             node_dir = base_dir / f"node{i}"
             tls_args = (
                 [
@@ -546,6 +548,10 @@ def start_redis_cluster(
                         # Tests check what a failed run left on the nodes still up.
                         "--cluster-allow-reads-when-down",
                         "yes",
+                        # A replica may take over however long ago it last synced: a test
+                        # kills masters seconds after creating the cluster.
+                        "--cluster-replica-validity-factor",
+                        "0",
                         *tls_args,
                     ],
                 )
@@ -558,7 +564,7 @@ def start_redis_cluster(
             "create",
             *(f"{n.host}:{port}" for n, port in zip(nodes, ports, strict=True)),
             "--cluster-replicas",
-            "0",
+            str(replicas),
             "--cluster-yes",
         ]
         try:

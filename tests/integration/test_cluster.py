@@ -293,3 +293,52 @@ def test_slots_moving_during_a_warm(
     assert sum(info_count(n, "errorstats", "errorstat_ASK") for n in nodes) > 0
     assert sum(info_count(n, "errorstats", "errorstat_MOVED") for n in nodes) > 0
     assert sum(info_count(n, "commandstats", "cmdstat_asking") for n in nodes) > 0
+
+
+def cluster_ok(node: servers.Server) -> bool:
+    client = node_client(node)
+    try:
+        return bool(client.cluster("INFO").get("cluster_state") == "ok")
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_master_failing_over_to_its_replica_mid_run(
+    make_config: MakeConfig, tmp_path: Path, key_prefix: str
+) -> None:
+    """The run in flight fails with one line; the next one writes to the promoted replica."""
+    cluster = servers.start_redis_cluster(tmp_path / "cluster", replicas=1)
+    client = cluster_client(cluster.url)
+    try:
+        config = make_config(  # every node a seed: the first may be the one that dies
+            redis_url=cluster.url,
+            nodes=cluster.seeds,
+            listing_query=slow_listing_query(0.02),
+            batch_size=4,
+        )
+        hot_key = Keys(key_prefix, 1).hot
+        slot = (key_slot(hot_key.encode()) + 8192) % 16384
+        victim = slot_owner(cluster, slot)
+        assert victim is not slot_owner(cluster, key_slot(hot_key.encode()))
+        with running(start("--config", str(config), "run")) as proc:
+            wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
+            victim.kill()
+            code, _, err, _ = finish(proc, timeout=90)
+        assert code == 1, err
+        assert one_line(err).startswith("cachewarm: error: "), err
+        assert runs(config)[-1]["hot_published"] is False
+        survivor = next(n for n in cluster.nodes if n is not victim)
+        wait_for(
+            "a replica to take over",
+            lambda: slot_owner(cluster, slot, via=survivor) is not victim and cluster_ok(survivor),
+            timeout=60,
+        )
+        again = cachewarm("--config", str(config), "run", timeout=90)
+        assert again.returncode == 0, again.stderr
+        assert_every_hot_listing_current(client, key_prefix)
+    finally:
+        client.close()
+        cluster.stop()

@@ -70,9 +70,11 @@ def node_client(node: servers.Server) -> redis.Redis:
     return redis.Redis(host=node.host, port=node.port)
 
 
-def slot_owner(cluster: servers.RedisCluster, slot: int) -> servers.Server:
-    """The master serving `slot` now, as the first node sees it."""
-    client = node_client(cluster.nodes[0])
+def slot_owner(
+    cluster: servers.RedisCluster, slot: int, via: servers.Server | None = None
+) -> servers.Server:
+    """The master serving `slot` now, as `via` (default: the first node) sees it."""
+    client = node_client(via or cluster.nodes[0])
     try:
         ranges = client.cluster("SLOTS")
     finally:
