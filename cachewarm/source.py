@@ -341,9 +341,10 @@ class Source:
                 if len(ids) >= check_at:  # `limit` rows, but are they `limit` distinct ids?
                     ids = _drop_repeats(ids)
                     if len(ids) >= limit:
-                        break
+                        break  # repeats already dropped
                     append, check_at = ids.append, check_at * 2
-        ids = _drop_repeats(ids)
+            else:
+                ids = _drop_repeats(ids)  # the rows ran out first
         del ids[limit:]
         return ids
 
