@@ -70,12 +70,17 @@ def describe(exc: BaseException) -> str:
 
 @dataclass
 class _Driver:
-    """What Source needs of a driver: its connect, error class and streaming cursor."""
+    """What Source needs of a driver: its connect, error class and cursors.
+
+    `ahead_cursor`: a buffered cursor class whose execute() is split into send(query,
+    args) and receive(), so a listing query can be sent ahead (None: run when asked).
+    """
 
     connect: Callable[..., Any]
     error: type[Exception]
     streaming_cursor: Any
-    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes, and sent ahead
+    ahead_cursor: Any = None
+    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -114,6 +119,8 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
     import MySQLdb
     import MySQLdb.cursors
 
+    from . import mysqlclient_ahead
+
     for name in ("connect_timeout", "read_timeout", "write_timeout"):
         kwargs[name] = max(1, round(kwargs[name]))  # whole seconds only
     if ssl := _tls(settings):
@@ -123,7 +130,9 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
             if settings.ssl_verify_identity
             else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
         )
-    return _Driver(MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor)
+    return _Driver(
+        MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor, mysqlclient_ahead.CURSOR
+    )
 
 
 def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
@@ -136,8 +145,13 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
         kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
+    fast = pymysql_rows.FAST
     return _Driver(
-        pymysql_rows.CONNECT, pymysql.MySQLError, pymysql.cursors.SSCursor, pymysql_rows.FAST
+        pymysql_rows.CONNECT,
+        pymysql.MySQLError,
+        pymysql.cursors.SSCursor,
+        ahead_cursor=pymysql_rows.Cursor if fast else None,
+        raw_rows=fast,
     )
 
 
@@ -157,6 +171,7 @@ class Source:
         self._error = driver.error
         self._streaming = driver.streaming_cursor
         self._raw_rows = driver.raw_rows
+        self._ahead = driver.ahead_cursor
         self._sent: tuple[Sequence[int], Any] | None = None  # (ids, cursor) sent ahead
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
@@ -292,7 +307,7 @@ class Source:
         """Send the listing query of `ids` now; listings(ids) reads its result later."""
         self._running = True
         try:
-            cur = self._conn.cursor(pymysql_rows.Cursor)
+            cur = self._conn.cursor(self._ahead)
             cur.send(self._bounded(cur, query), {"ids": IdList(ids)})
         except self._error as exc:
             raise self._failed(what, exc) from None
@@ -326,9 +341,10 @@ class Source:
                 if len(ids) >= check_at:  # `limit` rows, but are they `limit` distinct ids?
                     ids = _drop_repeats(ids)
                     if len(ids) >= limit:
-                        break
+                        break  # repeats already dropped
                     append, check_at = ids.append, check_at * 2
-        ids = _drop_repeats(ids)
+            else:
+                ids = _drop_repeats(ids)  # the rows ran out first
         del ids[limit:]
         return ids
 
@@ -385,8 +401,8 @@ class Source:
         product must not fail the whole run, and its caller decides what to do with it.
 
         `then`, the ids of the next call: once these rows are in, that query is sent, so
-        the server runs it while the caller encodes and writes these (with PyMySQL; other
-        drivers run it when asked). The next call must then pass that very object.
+        the server runs it while the caller encodes and writes these (when the driver can
+        split a query, see _Driver). The next call must then pass that very object.
         """
         sent = self._sent[1] if self._sent is not None and self._sent[0] is ids else None
         if sent is not None:
@@ -401,7 +417,7 @@ class Source:
             id_index = encoder.id_index
             encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
             rows = cur.fetchall()
-        if then is not None and self._raw_rows:
+        if then is not None and self._ahead is not None:
             self._send("listing query", query, then)
         for row in rows:
             payload: bytes | InvalidJSON

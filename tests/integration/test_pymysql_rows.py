@@ -1,34 +1,39 @@
-"""PyMySQL's inline row reader and the listing query sent ahead, on a real server.
+"""PyMySQL's inline row reader, and the listing query sent ahead with both drivers.
 
-Same listing bytes with stock PyMySQL, with and without sending ahead; an error packet
-in the middle of a result (the server's statement bound) still ends the run as a
-deadline; a result left unread is not mistaken for the next one's.
+Same listing bytes with stock PyMySQL, and with and without sending ahead; the next
+query really runs before it is asked for; an error in the middle of a result (the
+server's statement bound) still ends the run as a deadline, a dropped connection as
+one line; a result left unread is not mistaken for the next one's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pymysql
 import pytest
 import seed as shop_seed
+from pymysql.connections import Connection
 
 import cachewarm
-from cachewarm import pymysql_rows
+from cachewarm import mysqlclient_ahead, pymysql_rows
 from cachewarm.config import MySQLSettings
 from cachewarm.encode import InvalidJSON
-from cachewarm.errors import DeadlineExceeded
+from cachewarm.errors import DeadlineExceeded, SourceError
 from cachewarm.source import Source
-from tests.helpers import MakeSettings, ShopDB
+from tests.helpers import Gate, MakeSettings, ShopDB, gate, kill_queries, wait_for
 
 IDS = list(range(1, 201))  # the shop fixture's products
+DRIVERS = ["pymysql", "mysqlclient"]
 
 
 def listings(
-    shop_db: ShopDB, ids: list[int], then: list[int] | None = None
+    shop_db: ShopDB, ids: list[int], then: list[int] | None = None, driver: str = "pymysql"
 ) -> dict[int, bytes | InvalidJSON]:
     """Listings by id (rows come in the server's order, not the batch's)."""
-    src = Source(MySQLSettings(url=shop_db.url, driver="pymysql"))
+    src = Source(MySQLSettings(url=shop_db.url, driver=driver))
     try:
         found = dict(src.listings(shop_seed.LISTING_QUERY, ids, then=then))
         if then is not None:
@@ -44,6 +49,11 @@ def test_the_inline_reader_is_used_with_this_pymysql() -> None:
     assert pymysql_rows.FAST
 
 
+def test_this_mysqlclient_can_send_ahead() -> None:
+    """A mysqlclient upgrade that changes the cursor internals used must not go unnoticed."""
+    assert mysqlclient_ahead.CURSOR is not None
+
+
 def test_stock_pymysql_gives_the_same_listings(
     shop_db: ShopDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,11 +63,73 @@ def test_stock_pymysql_gives_the_same_listings(
         patch.setattr(pymysql_rows, "FAST", False)
         stock = listings(shop_db, IDS[:120], then=IDS[120:])
     assert len(inline) == 200
-    assert inline == stock == listings(shop_db, IDS)
+    assert inline == stock
 
 
-def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB) -> None:
-    src = Source(MySQLSettings(url=shop_db.url, driver="pymysql"))
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_sending_ahead_gives_the_same_listings(shop_db: ShopDB, driver: str) -> None:
+    ahead = listings(shop_db, IDS[:120], then=IDS[120:], driver=driver)
+    assert len(ahead) == 200
+    assert ahead == listings(shop_db, IDS, driver=driver) == listings(shop_db, IDS)
+
+
+@contextlib.contextmanager
+def sent_and_waiting(shop_db: ShopDB, shop_conn: Connection, driver: str) -> Iterator[Gate]:
+    """The listing query of IDS[5:10] sent ahead, seen running and held on the server.
+
+    Its rows past the first batch wait for the test's gate, so the query is still on
+    the server when the test looks (and opens the gate, or drops the connection).
+    """
+    with gate(shop_conn) as held:
+        query = (
+            "SELECT p.id, p.name FROM products p WHERE p.id IN %(ids)s "
+            f"AND IF(p.id <= 5, 1, GET_LOCK('{held.name}', 30)) = 1"
+        )
+        src = Source(MySQLSettings(url=shop_db.url, driver=driver))
+        try:
+            first = list(src.listings(query, IDS[:5], then=IDS[5:10]))
+            assert [i for i, _ in first] == IDS[:5]
+            wait_for("the next batch's query on the server", lambda: running(shop_conn, held))
+            yield held
+            assert [i for i, _ in src.listings(query, IDS[5:10])] == IDS[5:10]
+        finally:
+            src.close()
+
+
+def running(conn: Connection, held: Gate) -> bool:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
+            (f"%{held.name}%",),
+        )
+        row = cur.fetchone()
+    return row is not None and row[0] == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_next_listing_query_runs_before_it_is_asked_for(
+    shop_db: ShopDB, shop_conn: Connection, driver: str
+) -> None:
+    with sent_and_waiting(shop_db, shop_conn, driver) as held:
+        held.open()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_connection_dropped_while_a_query_is_ahead_is_one_line(
+    shop_db: ShopDB, shop_conn: Connection, driver: str
+) -> None:
+    with (
+        pytest.raises(SourceError, match="listing query failed") as failed,
+        sent_and_waiting(shop_db, shop_conn, driver) as held,
+    ):
+        kill_queries(shop_conn, held.name)
+    assert "\n" not in str(failed.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB, driver: str) -> None:
+    src = Source(MySQLSettings(url=shop_db.url, driver=driver))
     try:
         first = list(src.listings(shop_seed.LISTING_QUERY, IDS[:5], then=IDS[5:10]))
         other = list(src.listings(shop_seed.LISTING_QUERY, IDS[100:103]))
@@ -68,11 +140,14 @@ def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB) -> None:
         src.close()
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("ahead", [False, True])
-def test_statement_bound_mid_result_is_a_deadline(shop_db: ShopDB, ahead: bool) -> None:
+def test_statement_bound_mid_result_is_a_deadline(
+    shop_db: ShopDB, ahead: bool, driver: str
+) -> None:
     """Rows trickle out (SLEEP per row) until the server's bound kills the statement."""
     query = "SELECT p.id, SLEEP(0.01) AS s FROM products p WHERE p.id IN %(ids)s"
-    src = Source(MySQLSettings(url=shop_db.url, driver="pymysql"), deadline=time.monotonic())
+    src = Source(MySQLSettings(url=shop_db.url, driver=driver), deadline=time.monotonic())
     try:
         if ahead:  # one quick row; the slow query goes out after it
             assert len(list(src.listings(query, IDS[:1], then=IDS))) == 1
