@@ -186,6 +186,20 @@ def assert_every_hot_listing_current(client: RedisCluster, prefix: str) -> None:
         assert listing is not None and listing["id"] == product_id
 
 
+def kill_mid_run(config: Path, client: RedisCluster, prefix: str, victim: servers.Server) -> None:
+    """Kill a master under a run writing to it: exit 1, one line, nothing published."""
+    with running(start("--config", str(config), "run")) as proc:
+        wait_for("the first batches", lambda: written(client, prefix) >= 8)
+        victim.kill()
+        code, _, err, _ = finish(proc, timeout=90)
+    assert code == 1, err
+    assert one_line(err).startswith("cachewarm: error: "), err
+    assert "Redis" in err
+    record = runs(config)[-1]
+    assert (record["status"], record["hot_published"]) == ("failed", False)
+    assert client.get(Keys(prefix, 1).hot) is None
+
+
 @pytest.mark.timeout(120)
 def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
     slow_cluster_run: tuple[Path, RedisCluster],
@@ -199,16 +213,7 @@ def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
         for n in private_cluster.nodes
         if n is not slot_owner(private_cluster, key_slot(hot_key.encode()))
     )
-    with running(start("--config", str(config), "run")) as proc:
-        wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
-        victim.kill()
-        code, _, err, _ = finish(proc, timeout=60)
-    assert code == 1, err
-    assert one_line(err).startswith("cachewarm: error: "), err
-    assert "Redis" in err
-    record = runs(config)[-1]
-    assert (record["status"], record["hot_published"]) == ("failed", False)
-    assert client.get(hot_key) is None
+    kill_mid_run(config, client, key_prefix, victim)
     victim.restart()
     servers.wait_cluster_ok(private_cluster.nodes)
     again = cachewarm("--config", str(config), "run", timeout=90)
@@ -323,13 +328,7 @@ def test_a_master_failing_over_to_its_replica_mid_run(
         slot = (key_slot(hot_key.encode()) + 8192) % 16384
         victim = slot_owner(cluster, slot)
         assert victim is not slot_owner(cluster, key_slot(hot_key.encode()))
-        with running(start("--config", str(config), "run")) as proc:
-            wait_for("the first batches", lambda: written(client, key_prefix) >= 8)
-            victim.kill()
-            code, _, err, _ = finish(proc, timeout=90)
-        assert code == 1, err
-        assert one_line(err).startswith("cachewarm: error: "), err
-        assert runs(config)[-1]["hot_published"] is False
+        kill_mid_run(config, client, key_prefix, victim)
         survivor = next(n for n in cluster.nodes if n is not victim)
         wait_for(
             "a replica to take over",
