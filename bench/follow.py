@@ -195,13 +195,13 @@ def latency(
 ) -> list[float]:
     """Commit-to-deletion seconds of every edit at `rate` edits per second."""
     client.config_set("notify-keyspace-events", "Eg")
-    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
     pubsub.psubscribe("__keyevent@0__:del")
     deleted: dict[bytes, float] = {}
 
     def listen() -> None:
         with contextlib.suppress(redis.exceptions.ConnectionError):  # closed at the end
-            for message in pubsub.listen():
+            for message in pubsub.listen():  # type: ignore[no-untyped-call,unused-ignore]
                 if message["type"] == "pmessage":
                     deleted[message["data"]] = time.monotonic()
                 if stop.is_set():

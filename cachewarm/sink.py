@@ -270,10 +270,11 @@ def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.R
     asking = dict(timeouts)  # the sentinels' own connections: no password unless set
     if settings.sentinel_password is not None:
         asking["password"] = settings.sentinel_password.reveal()
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # redis-py types Sentinel from 8.x on; older releases leave it untyped.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         [_host_port(s) for s in settings.sentinels], sentinel_kwargs=asking, **timeouts
     )
-    master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     return master
 
 

@@ -18,7 +18,7 @@ import seed as shop_seed
 from pymysql.connections import Connection
 
 import cachewarm
-from cachewarm import mysqlclient_ahead, pymysql_rows
+from cachewarm import pymysql_rows
 from cachewarm.config import MySQLSettings
 from cachewarm.encode import InvalidJSON
 from cachewarm.errors import DeadlineExceeded, SourceError
@@ -41,17 +41,6 @@ def listings(
         return found
     finally:
         src.close()
-
-
-def test_the_inline_reader_is_used_with_this_pymysql() -> None:
-    """A PyMySQL upgrade that changes the internals it needs must not go unnoticed."""
-    assert tuple(pymysql.VERSION[:2]) in pymysql_rows.VERSIONS
-    assert pymysql_rows.FAST
-
-
-def test_this_mysqlclient_can_send_ahead() -> None:
-    """A mysqlclient upgrade that changes the cursor internals used must not go unnoticed."""
-    assert mysqlclient_ahead.CURSOR is not None
 
 
 def test_stock_pymysql_gives_the_same_listings(
