@@ -28,11 +28,14 @@ from . import sink
 from .config import Settings, load_settings, require_queries
 from .encode import IdList, InvalidJSON
 from .errors import ConfigError, SinkError, SourceError
+from .pipeline import Rejections
 from .source import Source
 from .urls import redact_url, scrub
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-SAMPLE_IDS = 10  # hot ids whose listings are read: enough for the contract and a size estimate
+# Hot ids whose listings are read: enough for the contract, a size estimate and the
+# blast-radius limit (one legitimately oversize listing among them is 1%, under 5%).
+SAMPLE_IDS = 100
 LARGE_ESTIMATE = 100_000  # rows a temporary table or filesort may cover before we warn
 KEY_OVERHEAD = 100  # bytes Redis spends per listing besides the value: key, entry, expiry
 DENIED = re.compile(r"\[(1142|1143|1044)\]$")  # table, column, database access denied
@@ -143,7 +146,8 @@ def _hot_query(
 def _listing_query(
     settings: Settings, src: Source, ids: list[int], sample: list[bytes], denied: list[str]
 ) -> Iterator[Finding]:
-    """The contract on the sampled hot ids: an `id` first, unique names, JSON that parses."""
+    """The contract on the sampled hot ids: an `id` first, unique names, and listings
+    the run's own checks accept, judged by the run's blast-radius limit."""
     query, json_columns = settings.warm.listing_query, settings.warm.json_columns
     try:
         columns, _ = src.rows("listing query", query, {"ids": IdList(())})
@@ -161,11 +165,25 @@ def _listing_query(
             f"first column is `{columns[0]}`, not `id`: it works, but readers of the "
             "listing JSON usually expect the id first",
         )
+    rejected = Rejections()
     for product_id, payload in found:
-        if isinstance(payload, InvalidJSON):
-            yield Finding("listing_query", WARN, f"product {product_id}: {payload}; a run skips it")
-        else:
+        if not rejected.add(product_id, payload, settings.warm.max_payload_bytes):
+            assert not isinstance(payload, InvalidJSON)  # for mypy: add() took those
             sample.append(payload)
+    if rejected:
+        share = settings.warm.max_rejected_share
+        too_many = len(rejected) > int(share * len(ids))
+        yield Finding(
+            "listing_query",
+            FAIL if too_many else WARN,
+            f"{len(rejected)} of {len(ids)} sampled hot listings rejected: "
+            + (
+                f"more than [warm] max_rejected_share ({share:g}), a run would fail and keep them"
+                if too_many
+                else "a run removes them"
+            )
+            + f" ({rejected.summary()})",
+        )
     names = ", ".join(columns)
     if ids and not found:
         yield Finding(

@@ -74,6 +74,10 @@ class WarmSettings:
     # Listing columns holding JSON text (JSON_ARRAYAGG, JSON_OBJECT, a JSON column) that
     # go into the listing as JSON, not as a string. Env: comma-separated.
     json_columns: tuple[str, ...] = ()
+    # The blast-radius limit: the share of the hot set a run may reject by its own checks
+    # (json_columns not JSON, over max_payload_bytes) and still remove those listings and
+    # publish. Past it the run fails (exit 1) and keeps both. 0: any rejection fails.
+    max_rejected_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,10 @@ def validate(s: Settings) -> None:
         (s.warm.limit > 0, "[warm] limit must be positive"),
         (0 < s.warm.ttl <= LONGEST_S, f"[warm] ttl must be between 1 and {LONGEST_S} seconds"),
         (0 <= s.warm.ttl_jitter <= 1, "[warm] ttl_jitter must be between 0 and 1"),
+        (
+            0 <= s.warm.max_rejected_share <= 1,
+            "[warm] max_rejected_share must be between 0 and 1",
+        ),
         (0 < s.warm.batch_size <= 100_000, "[warm] batch_size must be between 1 and 100000"),
         (s.warm.max_payload_bytes > 0, "[warm] max_payload_bytes must be positive"),
         (

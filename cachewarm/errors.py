@@ -59,6 +59,10 @@ class SinkError(CachewarmError):
     """Redis failed: unreachable, refused the login, or a write failed."""
 
 
+class TooManyRejected(CachewarmError):
+    """The run's own checks refused too much of the hot set: a config slip, not bad data."""
+
+
 class DeadlineExceeded(CachewarmError):
     """The run passed `run.max_seconds`; stopped so a hung step cannot hold the lock."""
 

@@ -62,7 +62,10 @@ def _reader(
     record: RunRecord,
     deadline: float | None,
     replica: ReplicaReads | None = None,
+    *,
+    hot: int | None = None,
 ) -> Reader:
+    """The run's reader; with `hot`, the size of the hot set, under the blast-radius limit."""
     return Reader(
         src,
         pick_source=replica.for_batch if replica else None,
@@ -72,6 +75,7 @@ def _reader(
         batch_size=settings.warm.batch_size,
         record=record,
         deadline=deadline,
+        max_rejected=None if hot is None else int(settings.warm.max_rejected_share * hot),
     )
 
 
@@ -147,7 +151,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             # run that finds it hot again (edit older than its watermark) would keep it.
             cold = _cold(ids, changed)
             record.removed += _redis_call(where, lambda: sink.delete_listings(client, keys, cold))
-        reader = _reader(settings, src, record, deadline, replica)
+        reader = _reader(settings, src, record, deadline, replica, hot=len(ids))
         reader.run(
             to_read,
             writer,
@@ -363,7 +367,7 @@ def dry_run(
             to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)
             report.unchanged = len(ids) - len(to_read)
             report.send([(i, b"") for i in _cold(ids, changed)])
-        reader = _reader(settings, src, record, deadline)
+        reader = _reader(settings, src, record, deadline, hot=len(ids))
         reader.run(
             to_read,
             report,

@@ -7,22 +7,27 @@ them agreeing on what a listing is: which ids are absent, which are too large, a
 a batch is handed on with the mark its target took before the batch's query went out
 (the writer's guard relies on it: that query may be sent ahead, see Reader.run).
 
-A listing that cannot be written (no row, or over max_payload_bytes) goes on as an
-empty payload: the target deletes whatever is cached for it, and the id stays out of
-the hot list. Keeping an old value instead would let an incremental run refresh it and
-name it again, forever.
+A listing that cannot be written goes on as an empty payload: the target deletes
+whatever is cached for it, and the id stays out of the hot list. Keeping an old value
+instead would let an incremental run refresh it and name it again, forever. An id with
+no row goes so in its own batch. One the run's own checks reject (json_columns not JSON,
+over max_payload_bytes) is held back to the end of the run, because those checks fail
+together when the config is wrong, not the data: a run that rejects more than
+`max_rejected` of them fails before deleting any, and the previous hot list stays.
 """
 
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from .encode import InvalidJSON
-from .errors import DeadlineExceeded, SourceError
+from .errors import DeadlineExceeded, SourceError, TooManyRejected
 from .runlog import RunRecord
 from .source import Source
 
@@ -46,6 +51,59 @@ class Target(Protocol):
     def send(self, items: Items, mark: int | None = None) -> None: ...
 
 
+SHOWN_IDS = 5  # rejected ids named in the one line that reports them
+
+
+@dataclass
+class Rejections:
+    """Listings the run's own checks refused, counted by reason, in read order."""
+
+    invalid_json: int = 0  # a json_columns value that is not JSON
+    oversize: int = 0  # over max_payload_bytes
+    first: str = ""  # the first one's reason, with its product id
+    ids: array[int] = field(default_factory=lambda: array("Q"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, product_id: int, payload: bytes | InvalidJSON, limit: int) -> bool:
+        """Count `payload` if the checks refuse it; False if it may be written."""
+        if isinstance(payload, InvalidJSON):
+            self.invalid_json += 1
+            reason = str(payload)
+        elif len(payload) > limit:
+            self.oversize += 1
+            reason = f"{len(payload)} bytes, over max_payload_bytes {limit}"
+        else:
+            return False
+        self.first = self.first or f"product {product_id}: {reason}"
+        self.ids.append(product_id)
+        return True
+
+    def summary(self) -> str:
+        """Counts by reason, the first reason and the first ids, for one line."""
+        shown = ", ".join(map(str, self.ids[:SHOWN_IDS])) + (
+            ", ..." if len(self) > SHOWN_IDS else ""
+        )
+        return (
+            f"{self.invalid_json} not JSON in [warm] json_columns, {self.oversize} over "
+            f"[warm] max_payload_bytes; first {self.first}; ids {shown}"
+        )
+
+    def refuse(self, limit: int, read: int, hot: int) -> None:
+        """Fail the run, before it acts on them, if more than `limit` were rejected.
+
+        It stops as soon as the limit is passed: the first `read` of `hot` ids are read.
+        """
+        if len(self) > limit:
+            of = f"{hot}" if read >= hot else f"the first {read} of {hot}"
+            raise TooManyRejected(
+                f"{len(self)} of {of} hot listings rejected by the run's own checks, more "
+                f"than [warm] max_rejected_share allows ({limit}): kept their cached "
+                f"listings and the previous hot list ({self.summary()})"
+            )
+
+
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
@@ -65,6 +123,7 @@ class Reader:
         record: RunRecord,
         deadline: float | None = None,
         pick_source: Callable[[], Source] | None = None,
+        max_rejected: int | None = None,
     ) -> None:
         self.src = src
         # Called once per batch, before its query (replica.ReplicaReads.for_batch).
@@ -75,8 +134,11 @@ class Reader:
         self.batch_size = batch_size
         self.record = record
         self.deadline = deadline
-        self.absent: set[int] = set()  # no row, or too large: never named in a hot list
+        self.absent: set[int] = set()  # no row, or rejected: never named in a hot list
         self.rows = 0  # ids the listing query returned a row for, written or not
+        self.rejected = Rejections()
+        # More rejections than this fail the run (see Rejections.refuse); None: no limit.
+        self.max_rejected = max_rejected
         self._warned_repeats = False
 
     def run(
@@ -96,10 +158,13 @@ class Reader:
         listing cached now that nothing reported changed (the query found them at the
         last run), or the batch holds EMPTY_BATCH_EVIDENCE ids or more. A few re-read
         products that were deleted or hidden are no such evidence; they are removed.
+
+        Rejected listings are removed last, in one batch, once the run knows it is
+        within `max_rejected`; past it the run fails as soon as it is, removing none.
         """
         record = self.record
         batches = chunks(ids, self.batch_size)
-        batch, mark, number = next(batches, None), target.mark(), 0
+        batch, mark, number, done = next(batches, None), target.mark(), 0, 0
         while batch is not None:
             number += 1
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
@@ -119,12 +184,24 @@ class Reader:
             items = self.read(batch, then=following if ahead else None)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
+            done += len(batch)
+            if self.max_rejected is not None:
+                self.rejected.refuse(self.max_rejected, done, len(ids))
             record.stage = f"writing batch {number} to {where}"
             target.send(items, mark)
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
             batch, mark = following, next_mark or target.mark()
+        if self.rejected:
+            log.warning(
+                "listings.rejected",
+                run_id=record.run_id,
+                count=len(self.rejected),
+                detail=self.rejected.summary(),
+            )
+            record.stage = f"removing rejected listings from {where}"
+            target.send([(i, b"") for i in self.rejected.ids], target.mark())
 
     def _judge_empty(self, batch: Sequence[int], evidence: Evidence) -> None:
         self.record.stage = (
@@ -141,10 +218,11 @@ class Reader:
     def read(self, batch: Sequence[int], *, then: Sequence[int] | None = None) -> Items:
         """Listings of one batch, in batch order.
 
-        An id without a row, with one over max_payload_bytes, or whose json_columns value
-        is not JSON gets b'' (whatever is cached for it is removed) and goes into `absent`.
-        When the query returns several rows for one id, the first wins, and the run warns
-        once. `then`: the next batch to read, see Source.listings.
+        An id without a row gets b'' (whatever is cached for it is removed); one over
+        max_payload_bytes, or whose json_columns value is not JSON, is left out and
+        counted in `rejected` (see run). Both go into `absent`. When the query returns
+        several rows for one id, the first wins, and the run warns once. `then`: the next
+        batch to read, see Source.listings.
         """
         found: dict[int, bytes | InvalidJSON] = {}
         repeats: dict[int, int] = {}
@@ -167,26 +245,19 @@ class Reader:
                 kept="first",
             )
         items: Items = []
+        rejected = self.rejected
+        before = rejected.invalid_json, rejected.oversize
         for product_id in batch:
             payload = found.get(product_id, b"")
-            if isinstance(payload, InvalidJSON):
-                self.record.skipped_invalid_json += 1
-                log.warning(
-                    "listing.invalid_json",
-                    product_id=product_id,
-                    column=payload.column,
-                    error=payload.reason,
-                )
-                payload = b""
-            if len(payload) > self.limit:
-                self.record.skipped_oversize += 1
-                log.warning(
-                    "listing.oversize", product_id=product_id, bytes=len(payload), limit=self.limit
-                )
-                payload = b""
+            if rejected.add(product_id, payload, self.limit):
+                self.absent.add(product_id)
+                continue
+            assert not isinstance(payload, InvalidJSON)  # for mypy: add() took those
             if payload:
                 self.record.read += 1
             else:
                 self.absent.add(product_id)
             items.append((product_id, payload))
+        self.record.skipped_invalid_json += rejected.invalid_json - before[0]
+        self.record.skipped_oversize += rejected.oversize - before[1]
         return items

@@ -236,7 +236,7 @@ def test_empty_hot_query_keeps_the_published_list(
 def test_oversize_listing_is_skipped_not_written(
     make_settings: MakeSettings, shop_conn: Connection
 ) -> None:
-    s = make_settings(max_payload_bytes=300)
+    s = make_settings(max_payload_bytes=300, max_rejected_share=1)
     record = cachewarm.warm(s)
     assert record.skipped_oversize > 0
     assert record.written == record.hot - record.skipped_oversize
