@@ -37,12 +37,25 @@ from .keys import parse_id, parse_ids
     type=click.Choice(["auto", "console", "json"]),
     default="auto",
     show_default=True,
-    help="Event format on stderr; auto is console on a terminal, JSON otherwise.",
+    help="Event format on stderr; auto is console on a terminal, one line per event "
+    "(cachewarm: warning: ...) otherwise.",
+)
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colors on a terminal; auto honours NO_COLOR and FORCE_COLOR.",
 )
 @click.version_option(__version__, prog_name="cachewarm")
 @click.pass_context
 def cli(
-    ctx: click.Context, config: str | None, verbose: bool, quiet: bool, log_format: str
+    ctx: click.Context,
+    config: str | None,
+    verbose: bool,
+    quiet: bool,
+    log_format: output.Format,
+    color: output.Color,
 ) -> None:
     """Keep the hot products' listings warm in Redis, from MySQL.
 
@@ -52,7 +65,7 @@ def cli(
     Exit codes: 0 ok, 1 failed, 2 usage or config error, 75 skipped because another
     run holds the lock, 129/130/143 interrupted.
     """
-    ctx.obj = Options(config, verbose, quiet, log_format)
+    ctx.obj = Options(config, verbose, quiet, log_format, color)
 
 
 @cli.command()
@@ -176,7 +189,9 @@ def check_cmd(opts: Options, as_json: bool) -> None:
     One line per finding (ok, WARN, FAIL); exit 0 when nothing failed, 1 otherwise.
     Reads only: never writes to MySQL, Redis or any file. Run it as the cron user.
     """
-    output.configure(verbose=opts.verbose, quiet=opts.quiet, fmt=opts.log_format, secrets=[])
+    output.configure(
+        verbose=opts.verbose, quiet=opts.quiet, fmt=opts.log_format, color=opts.color, secrets=[]
+    )
     report = check.check(opts.config)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -30,7 +30,8 @@ class Options:
     config: str | None
     verbose: bool
     quiet: bool
-    log_format: str
+    log_format: output.Format
+    color: output.Color
     secrets: list[str] = field(default_factory=list)
 
     def settings(self, overrides: Overrides | None = None) -> Settings:
@@ -38,7 +39,11 @@ class Options:
         settings = load_settings(self.config, overrides=overrides)
         self.secrets = settings.secrets()
         output.configure(
-            verbose=self.verbose, quiet=self.quiet, fmt=self.log_format, secrets=self.secrets
+            verbose=self.verbose,
+            quiet=self.quiet,
+            fmt=self.log_format,
+            color=self.color,
+            secrets=self.secrets,
         )
         for note in settings.notes:
             structlog.get_logger("cachewarm").warning("config.warning", message=note)
