@@ -312,5 +312,5 @@ def test_shell_completion_script_is_produced_and_completes_commands() -> None:
         }
     )
     assert completed.stdout.split() == ["plain,status"]
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    assert 'eval "$(_CACHEWARM_COMPLETE=bash_source cachewarm)"' in readme
+    operations = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert 'eval "$(_CACHEWARM_COMPLETE=bash_source cachewarm)"' in operations
