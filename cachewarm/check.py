@@ -247,7 +247,7 @@ def _explain(settings: Settings, src: Source) -> Finding:
             WARN,
             f"EXPLAIN shows {' and '.join(extras)} over ~{estimate} rows: past "
             f"{in_memory} MiB (min of tmp_table_size, max_heap_table_size) the GROUP BY "
-            "spills to disk and runs several times slower; see README, Performance",
+            "spills to disk and runs several times slower; see docs/performance.md",
         )
     detail = " and ".join(extras) if extras else "no temporary table or filesort"
     return Finding("hot_query_plan", OK, f"EXPLAIN: ~{estimate} rows, {detail}")
