@@ -8,11 +8,15 @@ A run that finds the lock held skips (LockHeld, exit 75): normal while a long wa
 But a holder still there well past its own `max_seconds` (written into its holder info,
 because the skipper's config may differ) cannot be a healthy run, since the run guard
 stops every run at its deadline: that is LockStuck, an error someone must look at.
+
+How long a holder has held is never told by the wall clock, which a stepped clock (or
+another host's) would skew into calling a healthy holder stuck: the Redis lock is timed
+on its node's clock (the acquire script stamps `started_ms`), the file lock, which only
+this host can hold, on the time since boot (/proc/uptime, which no step moves).
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import errno
 import fcntl
@@ -66,16 +70,24 @@ ACQUIRE_PATIENCE_S = 0.5  # rides out a `status` peeking at the lock, still well
 # hosts sharing a Redis lock may disagree a little about the time.
 STUCK_MARGIN_S = 60.0
 
-# Both return the lock node's clock (ms) at the moment the lock was set or extended,
-# or 0 when it was not: the lease then runs from a time no later than the key's.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+UPTIME = Path("/proc/uptime")
+
+# The lock node's clock (ms). ACQUIRE: KEYS[1] the lock, ARGV[1] the holder's JSON
+# object, ARGV[2] the TTL (ms). It stores that object with `started_ms` (this clock)
+# added and returns {stored value, now}, or {0, now} when the lock is held; the stored
+# value is the token. EXTEND returns the clock when it extended, or 0: the lease then
+# runs from a time no later than the key's. CLOCK (KEYS[1] routes it) returns the clock.
 _NOW_MS = "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 ACQUIRE_SCRIPT = (
     _NOW_MS
     + """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return now end
-return 0
+local value = string.sub(ARGV[1], 1, -2) .. ',"started_ms":' .. string.format('%d', now) .. '}'
+if redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then return {value, now} end
+return {0, now}
 """
 )
+CLOCK_SCRIPT = _NOW_MS + "return now\n"
 EXTEND_SCRIPT = (
     _NOW_MS
     + """
@@ -97,42 +109,79 @@ return 0
 """
 
 
+def _boot() -> tuple[str, float]:
+    """This host's boot, and seconds since it: a clock that no step of the wall clock moves.
+
+    /proc/uptime is the kernel's CLOCK_BOOTTIME, read as a file, so that a library
+    preloaded to fake the time (faketime, in the tests that step the clock) leaves it be.
+    Without /proc: no boot id, and so no holder is ever called stuck by this clock.
+    """
+    try:
+        boot_id = BOOT_ID.read_text().strip()
+        uptime = float(UPTIME.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "", 0.0
+    return boot_id, uptime
+
+
 def holder_info(run_id: str, max_seconds: float | None) -> dict[str, Any]:
+    """Who holds the lock: `started_at` for people, `boot_id`/`boot_s` to time it by."""
+    boot_id, boot_s = _boot()
     return {
         "run_id": run_id,
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "max_seconds": max_seconds,
+        "boot_id": boot_id,
+        "boot_s": round(boot_s, 3),
     }
 
 
-def overdue_s(info: dict[str, Any] | None) -> float | None:
+def overdue_s(info: dict[str, Any] | None, *, redis_now_ms: int | None = None) -> float | None:
     """Seconds the holder is past its deadline plus STUCK_MARGIN_S, or None if it is not.
 
-    Holder info without a start or a deadline (an older version's, or garbage) is never
-    called stuck: only a holder that says how long it may take can be past it.
+    Its age is the lock node's clock (`redis_now_ms`) less the `started_ms` the acquire
+    script stamped, or else, for a holder that booted with this host, the time since
+    boot less its `boot_s`. Holder info giving neither, or no deadline (an older
+    version's, another host's file lock, garbage), is never called stuck: only a holder
+    whose age can be told on a clock that no step skews can be past its deadline.
     """
     if not info:
         return None
     try:
-        started = calendar.timegm(time.strptime(str(info["started_at"]), "%Y-%m-%dT%H:%M:%SZ"))
         allowed = float(info["max_seconds"]) + STUCK_MARGIN_S
+        if redis_now_ms is not None and "started_ms" in info:
+            age = (redis_now_ms - int(info["started_ms"])) / 1000
+        else:
+            boot_id, boot_s = _boot()
+            if not boot_id or info.get("boot_id") != boot_id:
+                return None
+            age = boot_s - float(info["boot_s"])
     except (KeyError, TypeError, ValueError):
         return None
-    late = time.time() - started - allowed
+    late = age - allowed
     return late if late > 0 else None
 
 
-def held(what: str, info: dict[str, Any] | None) -> CachewarmError:
+def held(
+    what: str, info: dict[str, Any] | None, *, redis_now_ms: int | None = None
+) -> CachewarmError:
     """The error for finding `what` held: a skip, or LockStuck past the holder's deadline."""
-    late = overdue_s(info)
+    late = overdue_s(info, redis_now_ms=redis_now_ms)
     if late is None or not info:
         return LockHeld(f"{what} is held by {describe_holder(info)}")
     return LockStuck(
-        f"{what} is held by {describe_holder(info)}, {late + STUCK_MARGIN_S:.0f} s past its "
-        f"max_seconds ({float(info['max_seconds']):g} s): that run looks stuck; check the "
+        f"{what} is held by {describe_holder(info)}, {past_deadline(info, late)}; check the "
         "process, stop it if needed"
+    )
+
+
+def past_deadline(info: dict[str, Any], late: float) -> str:
+    """How far a stuck holder is past its deadline (`late` from overdue_s), in words."""
+    return (
+        f"{late + STUCK_MARGIN_S:.0f} s past its max_seconds "
+        f"({float(info['max_seconds']):g} s): that run looks stuck"
     )
 
 
@@ -225,13 +274,14 @@ def redis_lock(
     lock, this run's writes are refused: by the token check where a script can read
     the lock, and everywhere by the lease, which ran out before the lock could.
     """
-    token = json.dumps({**holder_info(run_id, max_seconds), "token": secrets.token_hex(16)})
+    holder = json.dumps({**holder_info(run_id, max_seconds), "token": secrets.token_hex(16)})
     ttl_ms = int(ttl_s * 1000)
     margin = min(LEASE_MARGIN_MS, ttl_ms // 4)
-    since = int(client.eval(ACQUIRE_SCRIPT, 1, key, token, ttl_ms))
-    if not since:
-        raise held(f"Redis lock {key}", redis_lock_holder(client, key))
-    lease = Lease(since + ttl_ms - margin)
+    stored, since = client.eval(ACQUIRE_SCRIPT, 1, key, holder, ttl_ms)
+    if not stored:
+        raise held(f"Redis lock {key}", redis_lock_holder(client, key), redis_now_ms=int(since))
+    token = stored.decode() if isinstance(stored, bytes) else str(stored)
+    lease = Lease(int(since) + ttl_ms - margin)
     stop = threading.Event()
 
     def renew() -> None:
@@ -253,6 +303,11 @@ def redis_lock(
         renewer.join()
         with contextlib.suppress(redis.exceptions.RedisError):
             client.eval(RELEASE_SCRIPT, 1, key, token)
+
+
+def redis_lock_clock_ms(client: redis.Redis | RedisCluster, key: str) -> int:
+    """The clock of the node that holds `key`: what a Redis lock holder's age is told by."""
+    return int(client.eval(CLOCK_SCRIPT, 1, key))
 
 
 def redis_lock_holder(client: redis.Redis | RedisCluster, key: str) -> dict[str, Any] | None:

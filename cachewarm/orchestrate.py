@@ -142,7 +142,9 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.stage = f"learning the guard's slot states from {where}"
         writer = _writer(settings, pipe, fence, sink.learn_states(pipe, keys, ids))
         to_read: Sequence[int] = ids
-        changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
+        changed = _changed_ids(
+            settings, src, record, previous, full=full, hot=len(ids), now_ms=start_ms
+        )
         if changed is not None:
             record.stage = f"refreshing unchanged listings in {where}"
             to_read = _touch_unchanged(pipe, writer, ids, changed, settings.warm.batch_size)
@@ -168,7 +170,9 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.stage = f"publishing {keys.hot}"
         _redis_call(where, lambda: sink.check_master(client, master, where))
         meta = {"mode": record.mode, "watermark": watermark}
-        meta["full_at"] = str(time.time()) if record.mode == "full" else previous["full_at"]
+        # On Redis' clock, as _since compares it: a stepped local clock cannot skew it.
+        full_at = f"{start_ms / 1000:.3f}"
+        meta["full_at"] = full_at if record.mode == "full" else previous["full_at"]
         hot, size = hot_json(ids, reader.absent | writer.skipped)
         sink.publish_hot(
             pipe,
@@ -209,9 +213,13 @@ def _changed_ids(
     *,
     full: bool,
     hot: int,
+    now_ms: int,
 ) -> set[int] | None:
-    """Ids changed since the last run's watermark, or None for a full warm."""
-    since = None if full else _since(settings, previous)
+    """Ids changed since the last run's watermark, or None for a full warm.
+
+    `now_ms`: Redis' clock now, the clock the last full warm's time was stored on.
+    """
+    since = None if full else _since(settings, previous, now_ms)
     if since is None:
         return None
     record.stage = f"running the changed query on {src.where}"
@@ -243,12 +251,18 @@ def _cached_evidence(
     return cached
 
 
-def _since(settings: Settings, previous: dict[str, str]) -> str | None:
-    """Where an incremental warm may start reading changes, or None for a full warm."""
+def _since(settings: Settings, previous: dict[str, str], now_ms: int) -> str | None:
+    """Where an incremental warm may start reading changes, or None for a full warm.
+
+    Both ends are server clocks: the watermark is MySQL's NOW() (what changed_query
+    compares), the last full warm's time Redis' TIME. A last full warm that seems to lie
+    in the future (stored by an older version from a clock that ran ahead) is due now.
+    """
     mark, full_at = previous.get("watermark"), previous.get("full_at")
     if not settings.warm.changed_query or not mark or not full_at:
         return None
-    if time.time() - float(full_at) > settings.warm.full_every:
+    age_s = now_ms / 1000 - float(full_at)
+    if not 0 <= age_s <= settings.warm.full_every:
         return None
     overlap = timedelta(seconds=settings.warm.changed_overlap)
     return (datetime.fromisoformat(mark) - overlap).isoformat(sep=" ")
@@ -361,7 +375,10 @@ def dry_run(
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         ids = _hot_ids(settings, src, record)
         to_read: Sequence[int] = ids
-        changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
+        now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+        changed = _changed_ids(
+            settings, src, record, previous, full=full, hot=len(ids), now_ms=now_ms
+        )
         if changed is not None:
             record.stage = f"looking up unchanged listings in Redis at {where}"
             to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)

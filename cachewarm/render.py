@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from . import lock
 from .check import CheckReport
 from .orchestrate import DryRunReport
 from .pipeline import Progress
@@ -43,9 +44,11 @@ def status(report: StatusReport) -> None:
     elif holder is None:
         click.echo("lock: free")
     else:
+        late = report.lock_overdue_s
+        stuck = "" if late is None else f", {lock.past_deadline(holder, late)}"
         click.echo(
             f"lock: held by run {holder.get('run_id', '?')}, pid {holder.get('pid', '?')} on "
-            f"{holder.get('host', '?')} since {holder.get('started_at', '?')}"
+            f"{holder.get('host', '?')} since {holder.get('started_at', '?')}{stuck}"
         )
     hot = report.hot
     if hot:

@@ -53,6 +53,7 @@ class StatusReport:
     runs: list[dict[str, Any]]
     lock: dict[str, Any] | None = None
     lock_known: bool = True  # False: the Redis lock could not be read (Redis down)
+    lock_overdue_s: float | None = None  # the holder is past its deadline: see lock.overdue_s
     hot: HotList | None = None
     redis_error: str | None = None
     follower: dict[str, Any] | None = None  # follow.follower_status: None if never followed
@@ -82,6 +83,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
+        report.lock_overdue_s = lock.overdue_s(report.lock)
     try:
         client = sink.connect(settings.redis)
     except SinkError as exc:
@@ -91,6 +93,9 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
         if settings.run.lock == "redis":
             report.lock = lock.redis_lock_holder(client, keys.lock)
             report.lock_known = True
+            if report.lock:
+                now_ms = lock.redis_lock_clock_ms(client, keys.lock)
+                report.lock_overdue_s = lock.overdue_s(report.lock, redis_now_ms=now_ms)
         meta = sink.hot_meta(client, keys)
         ttl_ms = client.pttl(keys.hot)
         if meta and ttl_ms != -2:

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -58,6 +59,17 @@ def require_mysqlclient() -> None:
         import MySQLdb  # noqa: F401
     else:
         pytest.importorskip("MySQLdb", reason="needs the fast extra (mysqlclient)")
+
+
+def require_command(name: str, package: str) -> str:
+    """The path of a command a test runs; skipped where it is missing, but under CI
+    (where scripts/bootstrap installs `package`) a missing one fails."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is missing; scripts/bootstrap installs the {package} package")
+        pytest.skip(f"needs {name} (Debian package {package}; scripts/bootstrap installs it)")
+    return path
 
 
 def slow_listing_query(seconds_per_row: float, *, extra_column: bool = False) -> str:

@@ -12,10 +12,8 @@ import fcntl
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,14 +128,9 @@ def test_skip_on_a_terminal_still_says_so(holder: tuple[Path, int]) -> None:
 
 def stuck_info(run_id: str, max_seconds: float, late_s: float) -> dict[str, object]:
     """Holder info as lock.holder_info writes it, started `late_s` past deadline + margin."""
-    started = time.time() - max_seconds - lock.STUCK_MARGIN_S - late_s
-    return {
-        "run_id": run_id,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "max_seconds": max_seconds,
-    }
+    age = max_seconds + lock.STUCK_MARGIN_S + late_s
+    info = lock.holder_info(run_id, max_seconds)
+    return {**info, "boot_s": info["boot_s"] - age}
 
 
 def test_cron_skip_of_a_stuck_file_lock_holder_is_one_error_line(
@@ -166,7 +159,14 @@ def test_cron_skip_of_a_stuck_redis_lock_holder_is_one_error_line(
 ) -> None:
     config = make_config(lock="redis")
     key = Keys(key_prefix, 1).lock
-    token = {**stuck_info("frozen2", 60, late_s=30), "token": "0" * 32}
+    seconds, micros = redis_client.time()
+    started_ms = seconds * 1000 + micros // 1000 - (60 + int(lock.STUCK_MARGIN_S) + 30) * 1000
+    token = {
+        **lock.holder_info("frozen2", 60),
+        "boot_id": "another host",
+        "token": "0" * 32,
+        "started_ms": started_ms,
+    }
     redis_client.set(key, json.dumps(token), px=60_000)
     result = cron_run(config, env_file)
     assert result.returncode == 1
@@ -189,6 +189,9 @@ HOLDERS: dict[
         False,
     ),
     "garbage": (lambda: {"run_id": "r", "started_at": "garbage", "max_seconds": 1}, False),
+    # Another host's file lock (over NFS) or one from before a reboot: its boot clock
+    # says nothing here, and the wall clock is not trusted.
+    "another-boot": (lambda: {**stuck_info("r", 600, late_s=5), "boot_id": "other"}, False),
     "no-info": (lambda: None, False),
 }
 
