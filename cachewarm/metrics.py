@@ -2,8 +2,11 @@
 
 `cachewarm_last_success_timestamp_seconds` moves only when a run succeeds, so one alert
 on its age catches every failure mode at once: errors, skipped runs, hangs, and a
-crontab line that no longer runs at all. The file is replaced atomically (temp file in
-the same directory, then rename), so the collector never reads half a file.
+crontab line that no longer runs at all. Every series is there from the first run: the
+last success is 0 until a run succeeds, so the same alert fires for a deployment that
+never succeeded, instead of finding no series to alert on. The file is replaced
+atomically (temp file in the same directory, then rename), so the collector never reads
+half a file.
 """
 
 from __future__ import annotations
@@ -75,12 +78,11 @@ def render(record: RunRecord, now: float, last_success: float | None) -> str:
         f'{name}{{{labels},status="{status}"}} {int(record.status == status)}'
         for status in STATUSES
     ]
-    if last_success is not None:
-        lines += [
-            f"# HELP {LAST_SUCCESS} When a run last succeeded; alert on its age.",
-            f"# TYPE {LAST_SUCCESS} gauge",
-            f"{LAST_SUCCESS}{{{labels}}} {last_success:.3f}",
-        ]
+    lines += [
+        f"# HELP {LAST_SUCCESS} When a run last succeeded (0: never); alert on its age.",
+        f"# TYPE {LAST_SUCCESS} gauge",
+        f"{LAST_SUCCESS}{{{labels}}} {last_success or 0:.3f}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +105,11 @@ def write_gauges(path: Path, labels: dict[str, str], gauges: list[tuple[str, str
 
 
 def _replace(path: Path, text: str) -> None:
+    """Write `path` whole, creating its directory: `check` said it could be created.
+
+    Readable by others, directory too: the textfile collector runs as another user.
+    """
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:

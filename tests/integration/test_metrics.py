@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cachewarm import metrics
+from cachewarm import check, metrics
 from tests.helpers import (
     MakeConfig,
     cachewarm,
@@ -56,12 +56,16 @@ def test_success_then_failure_keeps_the_last_success_time(
     assert last_run is not None and last_run >= success
 
 
-def test_first_run_failing_has_no_last_success(make_config: MakeConfig, textfile: Path) -> None:
+def test_a_deployment_that_never_succeeded_shows_last_success_zero(
+    make_config: MakeConfig, textfile: Path
+) -> None:
+    """Every series from the first run: an age alert fires, instead of finding none."""
     config = make_config(metrics_file=str(textfile), hot_query="SELECT 'x' LIMIT %(limit)s")
-    assert cachewarm("--config", str(config), "run").returncode == 1
-    series = read(textfile)
-    assert status_of(series) == "failed"
-    assert value(series, metrics.LAST_SUCCESS) is None
+    for _ in range(2):
+        assert cachewarm("--config", str(config), "run").returncode == 1
+        series = read(textfile)
+        assert status_of(series) == "failed"
+        assert value(series, metrics.LAST_SUCCESS) == 0
 
 
 def test_skipped_and_interrupted_runs_are_not_successes(
@@ -96,4 +100,18 @@ def test_unwritable_metrics_file_warns_but_the_run_succeeds(
     result = cachewarm("--config", str(config), "run")
     assert result.returncode == 0
     line = one_line(result.stderr)
-    assert "metrics.unwritable" in line and "afile" in line
+    assert line.startswith("cachewarm: warning: cannot write the metrics file ") and "afile" in line
+
+
+def test_a_missing_metrics_directory_is_created_readable_by_the_collector(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """`check` says such a file can be created; the run must then create it."""
+    textfile = tmp_path / "collector" / "textfile" / "cachewarm.prom"
+    config = make_config(metrics_file=str(textfile))
+    (finding,) = [f for f in check.check(config, env={}).findings if f.check == "metrics_file"]
+    assert finding.status == check.OK
+    assert cachewarm("--config", str(config), "run").returncode == 0
+    assert status_of(read(textfile)) == "ok"
+    assert textfile.parent.stat().st_mode & 0o005 == 0o005  # others may list and enter it
+    assert textfile.stat().st_mode & 0o777 == 0o644

@@ -15,7 +15,7 @@ def test_render_is_valid_for_every_status() -> None:
         record.duration_s, record.hot, record.written = 1.25, 1_234_567, 7
         for last in (None, 1_700_000_000.123456):
             series = parse_prometheus(metrics.render(record, 1_700_000_100.25, last))
-            assert value(series, metrics.LAST_SUCCESS) == (None if last is None else 1700000000.123)
+            assert value(series, metrics.LAST_SUCCESS) == (0 if last is None else 1700000000.123)
             assert value(series, "cachewarm_last_run_timestamp_seconds") == 1_700_000_100.25
             assert value(series, "cachewarm_last_run_duration_seconds") == 1.25
             assert value(series, "cachewarm_last_run_hot_ids") == 1_234_567
