@@ -62,8 +62,9 @@ def cli(
     Settings come from the TOML file, then CACHEWARM_<SECTION>_<KEY> environment
     variables (e.g. CACHEWARM_REDIS_URL, CACHEWARM_MYSQL_PASSWORD), then flags.
 
-    Exit codes: 0 ok, 1 failed, 2 usage or config error, 75 skipped because another
-    run holds the lock, 129/130/143 interrupted.
+    Exit codes: 0 ok (also an empty hot set: status "empty"), 1 failed, 2 usage or
+    config error, 75 skipped because another run holds the lock, 129/130/143
+    interrupted by SIGHUP/SIGINT/SIGTERM, 141 the output's reader went away.
     """
     ctx.obj = Options(config, verbose, quiet, log_format, color)
 
@@ -136,13 +137,16 @@ def invalidate_cmd(opts: Options, ids: Sequence[str], rewarm: bool) -> None:
 @click.argument("product_id", metavar="ID")
 @click.pass_obj
 def show_cmd(opts: Options, product_id: str) -> None:
-    """Print one product's cached listing as readers GET it (exit 1 if not cached)."""
+    """Print one product's cached listing, the bytes readers GET, then a newline.
+
+    Exit 1 if it is not cached.
+    """
     pid = parse_id(product_id)
     value = views.show(opts.settings(), pid)
     if value is None:
         click.echo(f"cachewarm: product {pid} is not cached", err=True)
         sys.exit(EX_FAILED)
-    click.echo(value.decode("utf-8", "replace"))
+    click.echo(value)  # bytes: written as stored, not decoded and encoded again
 
 
 @cli.command(name="status")

@@ -69,7 +69,9 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
     """
     keys = settings.keys
     secrets = settings.secrets()
-    records = runlog.tail(settings.runlog, runs)
+    # The log is in the order runs ended; shown in the order they started, as each line
+    # begins with its start (a long run that ended last would otherwise sit out of place).
+    records = sorted(runlog.tail(settings.runlog, runs), key=lambda r: str(r.get("started_at")))
     for record in records:  # written by any version, with any password of its day
         if isinstance(record.get("error"), str):
             record["error"] = scrub(record["error"], secrets)

@@ -64,6 +64,8 @@ def test_show_and_status(
     shown = cachewarm("--config", config, "show", str(top))
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["id"] == top
+    stored = redis_client.get(f"{key_prefix}:v1:product:{top}")
+    assert isinstance(stored, bytes) and shown.stdout.encode() == stored + b"\n"
     missing = cachewarm("--config", config, "show", "987654321")
     assert missing.returncode == 1 and "not cached" in missing.stderr
     status = cachewarm("--config", config, "status", "--json")
@@ -71,6 +73,21 @@ def test_show_and_status(
     assert status.returncode == 0 and report["runs"][-1]["status"] == "ok"
     human = cachewarm("--config", config, "status")
     assert "hot list:" in human.stdout and "lock: free" in human.stdout
+
+
+def test_status_lists_runs_in_the_order_they_started(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """The log is in the order runs ended: a long run that ended last started first."""
+    log = tmp_path / "runs.jsonl"
+    started = ["2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "2026-01-01T00:01:00Z"]
+    log.write_text(
+        "".join(
+            json.dumps({"run_id": f"r{i}", "started_at": t}) + "\n" for i, t in enumerate(started)
+        )
+    )
+    status = cachewarm("--config", str(make_config(log=str(log))), "status", "--json")
+    assert [r["run_id"] for r in json.loads(status.stdout)["runs"]] == ["r0", "r2", "r1"]
 
 
 def test_invalidate_from_stdin(

@@ -42,19 +42,38 @@ def _verify(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+SERVICES = ("cachewarm.service", "cachewarm-follow.service")
+CONFIG = "/etc/cachewarm.toml"
+ENV_FILE = "/etc/cachewarm.env"
+
+
 def _units_here(tmp_path: Path) -> Path:
     """The units as shipped, except ExecStart's binary: verify insists it exists."""
-    service = (DEPLOY / "cachewarm.service").read_text()
-    assert service.count(INSTALLED_CACHEWARM) == 1
     here = str(Path(sys.executable).with_name("cachewarm"))
-    (tmp_path / "cachewarm.service").write_text(service.replace(INSTALLED_CACHEWARM, here))
+    for name in SERVICES:
+        service = (DEPLOY / name).read_text()
+        assert service.count(INSTALLED_CACHEWARM) == 1
+        (tmp_path / name).write_text(service.replace(INSTALLED_CACHEWARM, here))
     shutil.copy(DEPLOY / "cachewarm.timer", tmp_path / "cachewarm.timer")
     return tmp_path
 
 
-def test_service_and_timer_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    result = _verify(_units_here(tmp_path), "cachewarm.service", "cachewarm.timer")
+def test_services_and_timer_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    result = _verify(_units_here(tmp_path), *SERVICES, "cachewarm.timer")
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_one_deploy_story_for_cron_and_both_units() -> None:
+    """The same binary, config, env file (optional everywhere) and state directory."""
+    cron_line = (ROOT / "crontab.example").read_text().strip().splitlines()[-1]
+    assert f"{INSTALLED_CACHEWARM} --config {CONFIG} " in cron_line
+    assert f"[ ! -e {ENV_FILE} ] || . {ENV_FILE};" in cron_line
+    for name in SERVICES:
+        service = (DEPLOY / name).read_text()
+        assert f"ExecStart={INSTALLED_CACHEWARM} --config {CONFIG} " in service, name
+        assert f"EnvironmentFile=-{ENV_FILE}\n" in service, name
+        assert "Environment=XDG_STATE_HOME=%S\n" in service, name
+        assert "StateDirectory=cachewarm\n" in service, name
 
 
 def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
@@ -70,8 +89,8 @@ def test_service_treats_a_skip_as_success_and_runs_the_crontab_command() -> None
     service = (DEPLOY / "cachewarm.service").read_text()
     assert "SuccessExitStatus=75\n" in service
     cron_line = (ROOT / "crontab.example").read_text().strip().splitlines()[-1]
-    assert f"{INSTALLED_CACHEWARM} --config /etc/cachewarm.toml run" in cron_line
-    assert f"ExecStart={INSTALLED_CACHEWARM} --config /etc/cachewarm.toml run\n" in service
+    assert f"{INSTALLED_CACHEWARM} --config {CONFIG} run" in cron_line
+    assert f"ExecStart={INSTALLED_CACHEWARM} --config {CONFIG} run\n" in service
 
 
 def test_logrotate_snippet_parses(tmp_path: Path) -> None:

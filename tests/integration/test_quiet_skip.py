@@ -107,6 +107,37 @@ def test_the_crontab_line_works_under_cron(make_config: MakeConfig, env_file: Pa
     assert runs(config)[-1]["status"] == "ok"
 
 
+def test_the_crontab_line_runs_without_an_env_file(make_config: MakeConfig, tmp_path: Path) -> None:
+    """~/.my.cnf users have no env file: the line must not stop at sourcing it."""
+    config = make_config()
+    result = cron_run(config, tmp_path / "no-such.env")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert runs(config)[-1]["status"] == "ok"
+
+
+def test_an_env_file_value_in_single_quotes_reaches_cachewarm_as_written(
+    make_config: MakeConfig, tmp_path: Path, redis_url: str
+) -> None:
+    """The documented form: what sh's `.` makes of NAME='value' with $, #, spaces, " and \\."""
+    awkward = 'p a$HOME#x"y\\z'
+    env_file = tmp_path / "cachewarm.env"
+    env_file.write_text(
+        f"CACHEWARM_REDIS_URL='{redis_url}'\nCACHEWARM_MYSQL_PASSWORD='{awkward}'\n"
+    )
+    config = make_config(redis_url="redis://127.0.0.1:1/0")
+    result = cron_run(config, env_file)
+    # The shop's MySQL account has no password: a wrong one is refused, naming no secret.
+    assert result.returncode == 1
+    assert "Access denied" in result.stderr and awkward not in result.stderr
+    shown = subprocess.run(
+        ["/bin/sh", "-c", f"set -a; . {env_file}; set +a; printenv CACHEWARM_MYSQL_PASSWORD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == awkward + "\n"
+
+
 def test_cron_skip_is_silent_while_the_holder_is_within_its_deadline(
     holder: tuple[Path, int], env_file: Path
 ) -> None:

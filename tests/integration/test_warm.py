@@ -289,3 +289,19 @@ def test_listing_query_matching_nothing_keeps_the_cache(
     with pytest.raises(SourceError, match="refusing to delete their listings"):
         cachewarm.warm(broken)
     assert keyspace(redis_client, s.keys.prefix) == before
+
+
+def test_sum_of_integers_is_a_decimal_string_and_a_cast_makes_it_a_number(
+    make_settings: MakeSettings, redis_client: redis.Redis
+) -> None:
+    """As the README's type table says: MySQL types SUM() of integers DECIMAL."""
+    query = (
+        "SELECT p.id, (SELECT SUM(qty) FROM order_lines o WHERE o.product_id = p.id) AS sold,"
+        " (SELECT CAST(SUM(qty) AS SIGNED) FROM order_lines o WHERE o.product_id = p.id) AS n"
+        " FROM products p WHERE p.id IN %(ids)s"
+    )
+    s = make_settings(listing_query=query)
+    cachewarm.warm(s)
+    top = json.loads(redis_client.get(f"{s.keys.prefix}:v1:hot") or b"")[0]
+    listing = json.loads(redis_client.get(f"{s.keys.prefix}:v1:product:{top}") or b"")
+    assert isinstance(listing["sold"], str) and listing["n"] == int(listing["sold"]) > 0
