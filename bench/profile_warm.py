@@ -59,7 +59,7 @@ GROUPS = [
     ("cachewarm/encode.py", "JSON encoding (ListingEncoder + json)"),
     ("json/", "JSON encoding (ListingEncoder + json)"),
     ("_json", "JSON encoding (ListingEncoder + json)"),
-    ("cachewarm/sink.py", "Redis: RESP packing, send, reply (sink.py)"),
+    ("cachewarm/store/", "Redis: RESP packing, send, reply (cachewarm/store)"),
     ("hiredis", "Redis: redis-py (connect, reply parsing, publish)"),
     ("redis/", "Redis: redis-py (connect, reply parsing, publish)"),
     ("cachewarm/source.py", "source.py glue (hot ids, listings generator)"),

@@ -2,7 +2,7 @@
 
 Row events of the `[follow]` tables become product ids (both row images of an UPDATE
 count), batched for up to `max_delay` seconds, and go through the same guarded
-invalidation as `cachewarm invalidate`: fresh slot states (sink.py), so a warm in flight
+invalidation as `cachewarm invalidate`: fresh slot states (cachewarm.store), so a warm in flight
 never writes back what it read before the change.
 
 At least once: the checkpoint (binlog file, offset, GTID) is written, atomically and
@@ -37,7 +37,7 @@ import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
 from pymysqlreplication.row_event import UpdateRowsEvent
 
-from . import binlog, lock, metrics, orchestrate, rows, sink, source
+from . import binlog, lock, metrics, orchestrate, rows, source
 from .binlog import Position
 from .config import Settings, require_queries
 from .errors import (
@@ -52,6 +52,9 @@ from .errors import (
 from .files import ensure_private_dir
 from .keys import Keys
 from .runlog import RunRecord
+from .store.connect import Client, connect, describe
+from .store.pipe import ScriptPipe
+from .store.writer import invalidate
 
 log = structlog.get_logger("cachewarm")
 
@@ -207,7 +210,7 @@ class _Follower:
         self.rewarm = rewarm
         self.stop = stop
         self.keys = Keys(settings.keys.prefix, settings.keys.version)
-        self.where = sink.describe(settings.redis)
+        self.where = describe(settings.redis)
         self.path = settings.follow_checkpoint
         self.columns = dict(settings.follow.tables)
         self.queries = dict(settings.follow.queries)
@@ -217,7 +220,7 @@ class _Follower:
         self.record = RunRecord(run_id=secrets.token_hex(6), command="follow")
         self.log = log.bind(run_id=self.record.run_id, command="follow")
         self.ctl: binlog.Control | None = None
-        self.client: sink.Client | None = None
+        self.client: Client | None = None
         self.src: source.Source | None = None
         self.server_id = 0
         self.saved: Position | None = None
@@ -238,7 +241,7 @@ class _Follower:
             self.ctl, self.settings, self.columns, self.queries
         )
         self.server_id = self.ctl.server_id()
-        self.client = sink.connect(self.settings.redis)
+        self.client = connect(self.settings.redis)
         if self.queries:
             self.src = source.Source(self.settings.mysql)
             for table, query in self.queries.items():  # a broken one fails now, not mid-stream
@@ -363,7 +366,7 @@ class _Follower:
     def _stream(self) -> None:
         assert self.saved is not None
         if self.client is None:
-            self.client = sink.connect(self.settings.redis)
+            self.client = connect(self.settings.redis)
         reader, stream = binlog.events(self.settings, self.saved, self.tables)
         batch = _Batch(self.saved)
         opened = ""
@@ -432,11 +435,9 @@ class _Follower:
         assert self.client is not None
         if not ids:
             return
-        pipe = sink.ScriptPipe(self.client, where=self.where)
+        pipe = ScriptPipe(self.client, where=self.where)
         try:
-            states, deleted = sink.invalidate(
-                pipe, self.keys, ids, batch=self.settings.warm.batch_size
-            )
+            states, deleted = invalidate(pipe, self.keys, ids, batch=self.settings.warm.batch_size)
             self.totals.invalidated += len(ids)
             self.totals.deleted += deleted
             self.totals.batches += 1

@@ -39,7 +39,7 @@ EMPTY_BATCH_EVIDENCE = 100
 
 
 class Target(Protocol):
-    """Where batches go, each with the mark taken before its query (see sink.BatchWriter)."""
+    """Where batches go, each with the mark taken before its query (see store.writer)."""
 
     def mark(self) -> int: ...
 

@@ -7,7 +7,7 @@ encode.py), so the listing bytes do not depend on the driver.
 
 Every query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
 REPEATABLE READ transaction across batches would write rows older than the
-invalidations it checked against (see sink.WRITE_SCRIPT).
+invalidations it checked against (see store.scripts.WRITE_SCRIPT).
 
 A run's deadline binds the server too, not only this process: a statement abandoned by
 the client keeps running on the server ("Sending data") until it ends, and a hung one
