@@ -43,7 +43,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from .config import Settings
 from .errors import BinlogUnfit, LostPosition, SourceError
-from .source import connect_args, describe
+from .mysql.source import connect_args, describe
 from .urls import mysql_target
 
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)

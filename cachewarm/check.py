@@ -25,9 +25,9 @@ import redis
 import redis.exceptions
 
 from .config import Settings, load_settings, require_queries
-from .encode import IdList, InvalidJSON
 from .errors import ConfigError, SinkError, SourceError
-from .source import Source
+from .mysql.encode import IdList, InvalidJSON
+from .mysql.source import Source
 from .store.connect import connect
 from .urls import redact_url, scrub
 

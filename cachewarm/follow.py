@@ -37,7 +37,7 @@ import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
 from pymysqlreplication.row_event import UpdateRowsEvent
 
-from . import binlog, lock, metrics, orchestrate, rows, source
+from . import binlog, lock, metrics, orchestrate, rows
 from .binlog import Position
 from .config import Settings, require_queries
 from .errors import (
@@ -51,6 +51,7 @@ from .errors import (
 )
 from .files import ensure_private_dir
 from .keys import Keys
+from .mysql import source
 from .runlog import RunRecord
 from .store.connect import Client, connect, describe
 from .store.pipe import ScriptPipe

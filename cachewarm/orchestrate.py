@@ -22,11 +22,11 @@ import structlog
 from . import lock, metrics, runlog
 from .config import Settings, require_queries
 from .keys import Keys
+from .mysql.replica import ReplicaReads
+from .mysql.replica import reads as replica_reads
+from .mysql.source import Source
 from .pipeline import Evidence, Items, Progress, Reader, chunks
-from .replica import ReplicaReads
-from .replica import reads as replica_reads
 from .runlog import RunRecord
-from .source import Source
 from .store.connect import Client, check_master, connect, describe, master_address
 from .store.pipe import ScriptPipe
 from .store.reads import current_values, hot_list, hot_meta, server_time_ms

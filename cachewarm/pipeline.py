@@ -21,10 +21,10 @@ from typing import Protocol
 
 import structlog
 
-from .encode import InvalidJSON
 from .errors import DeadlineExceeded, SourceError
+from .mysql.encode import InvalidJSON
+from .mysql.source import Source
 from .runlog import RunRecord
-from .source import Source
 
 log = structlog.get_logger("cachewarm")
 

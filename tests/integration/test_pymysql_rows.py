@@ -18,11 +18,11 @@ import seed as shop_seed
 from pymysql.connections import Connection
 
 import cachewarm
-from cachewarm import pymysql_rows
 from cachewarm.config import MySQLSettings
-from cachewarm.encode import InvalidJSON
 from cachewarm.errors import DeadlineExceeded, SourceError
-from cachewarm.source import Source
+from cachewarm.mysql import driver_pymysql as pymysql_rows
+from cachewarm.mysql.encode import InvalidJSON
+from cachewarm.mysql.source import Source
 from tests.helpers import Gate, MakeSettings, ShopDB, gate, kill_queries, wait_for
 
 IDS = list(range(1, 201))  # the shop fixture's products

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import guard, pymysql_rows
-from .config import MySQLSettings
+from .. import guard
+from ..config import MySQLSettings
+from ..errors import ConfigError, DeadlineExceeded, SourceError
+from ..keys import MAX_ID
+from ..urls import MySQLTarget, mysql_target
+from . import driver_pymysql
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
-from .errors import ConfigError, DeadlineExceeded, SourceError
-from .keys import MAX_ID
-from .urls import MySQLTarget, mysql_target
 
 MY_CNF = Path("~/.my.cnf")
 FETCH_ROWS = 1000  # rows per driver call while streaming
@@ -80,7 +81,7 @@ class _Driver:
     error: type[Exception]
     streaming_cursor: Any
     ahead_cursor: Any = None
-    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes
+    raw_rows: bool = False  # driver_pymysql: listings read as raw field bytes
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
     import MySQLdb
     import MySQLdb.cursors
 
-    from . import mysqlclient_ahead
+    from . import driver_mysqlclient
 
     for name in ("connect_timeout", "read_timeout", "write_timeout"):
         kwargs[name] = max(1, round(kwargs[name]))  # whole seconds only
@@ -131,7 +132,7 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
             else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
         )
     return _Driver(
-        MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor, mysqlclient_ahead.CURSOR
+        MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor, driver_mysqlclient.CURSOR
     )
 
 
@@ -145,12 +146,12 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
         kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-    fast = pymysql_rows.FAST
+    fast = driver_pymysql.FAST
     return _Driver(
-        pymysql_rows.CONNECT,
+        driver_pymysql.CONNECT,
         pymysql.MySQLError,
         pymysql.cursors.SSCursor,
-        ahead_cursor=pymysql_rows.Cursor if fast else None,
+        ahead_cursor=driver_pymysql.Cursor if fast else None,
         raw_rows=fast,
     )
 
@@ -266,7 +267,7 @@ class Source:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
-        is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
+        is read whole, which is cheaper per row. `raw`: rows of field bytes (driver_pymysql).
         `sent`: the cursor of a statement _send() sent ahead, whose result is read now.
         """
         cur = sent
@@ -415,7 +416,7 @@ class Source:
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
             id_index = encoder.id_index
-            encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
+            encode = encoder.raw(driver_pymysql.raw_columns(cur)) if raw else encoder.encode
             rows = cur.fetchall()
         if then is not None and self._ahead is not None:
             self._send("listing query", query, then)

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import structlog
 
-from .config import MySQLSettings
+from ..config import MySQLSettings
 from .source import Source
 
 log = structlog.get_logger("cachewarm")
