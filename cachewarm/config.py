@@ -95,7 +95,7 @@ class FollowSettings:
     # table -> query returning product ids for the changed rows' primary keys, %(ids)s
     queries: dict[str, str] = field(default_factory=dict)
     schema: str = ""  # "" = the database in [mysql] url
-    server_id: int = 0  # 0 = derived from host, prefix and version (see binlog.py)
+    server_id: int = 0  # 0 = derived from host, prefix and version (see binlog/server.py)
     checkpoint: str = ""  # "" = per-user state dir, <prefix>-v<version>.follow.json
     rewarm: bool = False
     max_delay: float = 0.1  # seconds a changed id may wait to be batched

@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import follow, lock, runlog
+from . import lock, runlog
+from .binlog.checkpoint import follower_status
 from .config import Settings
 from .errors import SinkError
 from .store.connect import connect, describe, failing_as
@@ -52,7 +53,7 @@ class StatusReport:
     lock_known: bool = True  # False: the Redis lock could not be read (Redis down)
     hot: HotList | None = None
     redis_error: str | None = None
-    follower: dict[str, Any] | None = None  # follow.follower_status: None if never followed
+    follower: dict[str, Any] | None = None  # checkpoint.follower_status: None if never followed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +76,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
         runlog=str(settings.runlog),
         runs=records,
         lock_known=settings.run.lock == "file",
-        follower=follow.follower_status(settings),
+        follower=follower_status(settings),
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
