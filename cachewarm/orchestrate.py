@@ -22,15 +22,14 @@ import structlog
 from . import lock, metrics, runlog
 from .config import Settings, require_queries
 from .keys import Keys
-from .mysql.replica import ReplicaReads
 from .mysql.replica import reads as replica_reads
 from .mysql.source import Source
-from .pipeline import Evidence, Items, Progress, Reader, chunks
+from .pipeline import Evidence, Items, Progress, chunks, reader_for, refill, writer_for
 from .runlog import RunRecord
 from .store.connect import Client, check_master, connect, describe, master_address
 from .store.pipe import ScriptPipe
 from .store.reads import current_values, hot_list, hot_meta, server_time_ms
-from .store.slots import SlotStates, learn_states
+from .store.slots import learn_states
 from .store.writer import BatchWriter, delete_listings, publish_hot
 from .store.writer import invalidate as store_invalidate
 
@@ -47,38 +46,6 @@ def _recording(settings: Settings, command: str) -> contextlib.AbstractContextMa
     )
     return runlog.recording(
         settings.runlog, command, settings.keys, secrets_=settings.secrets(), hooks=hooks
-    )
-
-
-def _reader(
-    settings: Settings,
-    src: Source,
-    record: RunRecord,
-    deadline: float | None,
-    replica: ReplicaReads | None = None,
-) -> Reader:
-    return Reader(
-        src,
-        pick_source=replica.for_batch if replica else None,
-        listing_query=settings.warm.listing_query,
-        json_columns=settings.warm.json_columns,
-        max_payload_bytes=settings.warm.max_payload_bytes,
-        batch_size=settings.warm.batch_size,
-        record=record,
-        deadline=deadline,
-    )
-
-
-def _writer(
-    settings: Settings, pipe: ScriptPipe, fence: lock.Fence, states: SlotStates
-) -> BatchWriter:
-    return BatchWriter(
-        pipe,
-        settings.keys,
-        fence,
-        states,
-        ttl_s=settings.warm.ttl,
-        jitter=settings.warm.ttl_jitter,
     )
 
 
@@ -130,7 +97,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         pipe = ScriptPipe(client, where=where, lock_key=fence.lock_key)
         stack.callback(pipe.close)
         record.stage = f"learning the guard's slot states from {where}"
-        writer = _writer(settings, pipe, fence, learn_states(pipe, keys, ids))
+        writer = writer_for(settings, pipe, fence, learn_states(pipe, keys, ids))
         to_read: Sequence[int] = ids
         changed = _changed_ids(settings, src, record, previous, full=full, hot=len(ids))
         if changed is not None:
@@ -141,7 +108,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             # run that finds it hot again (edit older than its watermark) would keep it.
             cold = _cold(ids, changed)
             record.removed += delete_listings(client, keys, cold, where=where)
-        reader = _reader(settings, src, record, deadline, replica)
+        reader = reader_for(settings, src, record, deadline, replica)
         reader.run(
             to_read,
             writer,
@@ -355,7 +322,7 @@ def dry_run(
             to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)
             report.unchanged = len(ids) - len(to_read)
             report.send([(i, b"") for i in _cold(ids, changed)])
-        reader = _reader(settings, src, record, deadline)
+        reader = reader_for(settings, src, record, deadline)
         reader.run(
             to_read,
             report,
@@ -405,35 +372,3 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
                 settings, client, pipe, src, ids, states, record
             )
     return result
-
-
-def refill(
-    settings: Settings,
-    client: Client,
-    pipe: ScriptPipe,
-    src: Source,
-    ids: Sequence[int],
-    states: SlotStates,
-    record: RunRecord,
-) -> tuple[int, list[int]]:
-    """Read listings just invalidated fresh from MySQL (the primary) and write them.
-
-    `states` are the slot states the invalidation left (store.writer.invalidate): written
-    through the warm's guard with them, so an invalidation after this one still wins.
-    Returns (listings written or confirmed, ids with no row). `invalidate --rewarm` and
-    `follow --rewarm` both refill this way.
-    """
-    where = describe(settings.redis)
-    deadline = time.monotonic() + settings.run.max_seconds
-    now_ms = server_time_ms(client, where=where)
-    fence = lock.Fence(
-        lock_key=settings.keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
-    )
-    writer = _writer(settings, pipe, fence, states)
-    reader = _reader(settings, src, record, deadline)
-    reader.run(ids, writer, evidence=None, where=where)
-    pipe.finish()
-    rewarmed = writer.totals.written + writer.totals.unchanged
-    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
-    record.skipped_invalidated += len(writer.skipped)
-    return rewarmed, [i for i in ids if i in reader.absent]

@@ -21,10 +21,18 @@ from typing import Protocol
 
 import structlog
 
+from .config import Settings
 from .errors import DeadlineExceeded, SourceError
+from .lock import Fence
 from .mysql.encode import InvalidJSON
+from .mysql.replica import ReplicaReads
 from .mysql.source import Source
 from .runlog import RunRecord
+from .store.connect import Client, describe
+from .store.pipe import ScriptPipe
+from .store.reads import server_time_ms
+from .store.slots import SlotStates
+from .store.writer import BatchWriter
 
 log = structlog.get_logger("cachewarm")
 
@@ -190,3 +198,69 @@ class Reader:
                 self.absent.add(product_id)
             items.append((product_id, payload))
         return items
+
+
+def reader_for(
+    settings: Settings,
+    src: Source,
+    record: RunRecord,
+    deadline: float | None,
+    replica: ReplicaReads | None = None,
+) -> Reader:
+    """The Reader of a run: `[warm]`'s query and limits; a replica picked per batch if any."""
+    return Reader(
+        src,
+        pick_source=replica.for_batch if replica else None,
+        listing_query=settings.warm.listing_query,
+        json_columns=settings.warm.json_columns,
+        max_payload_bytes=settings.warm.max_payload_bytes,
+        batch_size=settings.warm.batch_size,
+        record=record,
+        deadline=deadline,
+    )
+
+
+def writer_for(
+    settings: Settings, pipe: ScriptPipe, fence: Fence, states: SlotStates
+) -> BatchWriter:
+    """The BatchWriter of a run: `[warm]`'s TTL and jitter, fenced by `fence`."""
+    return BatchWriter(
+        pipe,
+        settings.keys,
+        fence,
+        states,
+        ttl_s=settings.warm.ttl,
+        jitter=settings.warm.ttl_jitter,
+    )
+
+
+def refill(
+    settings: Settings,
+    client: Client,
+    pipe: ScriptPipe,
+    src: Source,
+    ids: Sequence[int],
+    states: SlotStates,
+    record: RunRecord,
+) -> tuple[int, list[int]]:
+    """Read listings just invalidated fresh from MySQL (the primary) and write them.
+
+    `states` are the slot states the invalidation left (store.writer.invalidate): written
+    through the warm's guard with them, so an invalidation after this one still wins.
+    Returns (listings written or confirmed, ids with no row). `invalidate --rewarm` and
+    `follow --rewarm` both refill this way.
+    """
+    where = describe(settings.redis)
+    deadline = time.monotonic() + settings.run.max_seconds
+    now_ms = server_time_ms(client, where=where)
+    fence = Fence(
+        lock_key=settings.keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+    )
+    writer = writer_for(settings, pipe, fence, states)
+    reader = reader_for(settings, src, record, deadline)
+    reader.run(ids, writer, evidence=None, where=where)
+    pipe.finish()
+    rewarmed = writer.totals.written + writer.totals.unchanged
+    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
+    record.skipped_invalidated += len(writer.skipped)
+    return rewarmed, [i for i in ids if i in reader.absent]

@@ -33,7 +33,7 @@ import pymysql
 import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
 
-from .. import lock, metrics, orchestrate
+from .. import lock, metrics
 from ..config import Settings, require_queries
 from ..errors import (
     CachewarmError,
@@ -46,6 +46,7 @@ from ..errors import (
 from ..files import ensure_private_dir
 from ..keys import Keys
 from ..mysql import source
+from ..pipeline import refill
 from ..runlog import RunRecord
 from ..store.connect import Client, connect, describe
 from ..store.pipe import ScriptPipe
@@ -385,7 +386,7 @@ class _Follower:
             if self.rewarm:
                 if self.src is None:
                     self.src = source.Source(self.settings.mysql)
-                rewarmed, _ = orchestrate.refill(
+                rewarmed, _ = refill(
                     self.settings, self.client, pipe, self.src, ids, states, self.record
                 )
                 self.totals.rewarmed += rewarmed
