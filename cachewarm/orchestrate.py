@@ -61,27 +61,17 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     keys = settings.keys
     where = describe(settings.redis)
     with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
-        if settings.run.lock == "file":
-            record.stage = f"taking the lock {settings.lockfile}"
-            fence = stack.enter_context(
-                lock.file_lock(
-                    settings.lockfile, record.run_id, max_seconds=settings.run.max_seconds
-                )
-            )
-        record.stage = f"connecting to {where}"
-        client = connect(settings.redis)
-        stack.callback(client.close)
-        if settings.run.lock == "redis":
-            record.stage = f"taking the Redis lock {keys.lock}"
-            fence = stack.enter_context(
-                lock.redis_lock(
-                    client,
-                    keys.lock,
-                    record.run_id,
-                    ttl_s=settings.run.lock_ttl,
-                    max_seconds=settings.run.max_seconds,
-                )
-            )
+
+        def at(stage: str) -> None:
+            record.stage = stage
+
+        def connected() -> contextlib.closing[Client]:
+            at(f"connecting to {where}")
+            return contextlib.closing(connect(settings.redis))
+
+        client, fence = stack.enter_context(
+            lock.run_lock(settings, record.run_id, connected, stage=at)
+        )
         deadline = time.monotonic() + settings.run.max_seconds
         master = master_address(client, where=where)
         start_ms = server_time_ms(client, where=where)

@@ -236,14 +236,17 @@ class _Follower:
         invalidation stamps tombstones too, so an `invalidate --rewarm` racing this
         composes with the usual guard.
         """
-        assert self.client is not None
+        client = self.client
+        assert client is not None
         give_up = time.monotonic() + self.settings.run.max_seconds + self.settings.run.lock_ttl
         while True:
             try:
-                with self._lock():
+                with lock.run_lock(
+                    self.settings, self.record.run_id, lambda: contextlib.nullcontext(client)
+                ):
                     ids = [
                         self.keys.product_id(k.decode())
-                        for k in self.client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
+                        for k in client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
                     ]
                     self._invalidate(ids)
                 break
@@ -251,25 +254,6 @@ class _Follower:
                 if time.monotonic() > give_up or self.stop.wait(1.0):
                     raise
         self.log.warning("follow.resync", invalidated=len(ids))
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        assert self.client is not None
-        run = self.settings.run
-        if run.lock == "redis":
-            with lock.redis_lock(
-                self.client,
-                self.keys.lock,
-                self.record.run_id,
-                ttl_s=run.lock_ttl,
-                max_seconds=run.max_seconds,
-            ):
-                yield
-        else:
-            with lock.file_lock(
-                self.settings.lockfile, self.record.run_id, max_seconds=run.max_seconds
-            ):
-                yield
 
     # --- the loop ------------------------------------------------------------------------
 
