@@ -26,7 +26,7 @@ from .errors import DeadlineExceeded, SourceError
 from .lock import Fence
 from .mysql.encode import InvalidJSON
 from .mysql.replica import ReplicaReads
-from .mysql.source import Source
+from .mysql.source import Ahead, Source
 from .runlog import RunRecord
 from .store.connect import Client, describe
 from .store.pipe import ScriptPipe
@@ -108,6 +108,7 @@ class Reader:
         record = self.record
         batches = chunks(ids, self.batch_size)
         batch, mark, number = next(batches, None), target.mark(), 0
+        sent: Ahead | None = None  # this batch's query, when it went out ahead
         while batch is not None:
             number += 1
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
@@ -121,10 +122,12 @@ class Reader:
             # taken now. Not when each batch picks its source (a replica that must catch
             # up first).
             following = next(batches, None)
-            ahead = following is not None and self.pick_source is None
+            ahead = None
+            if following is not None and self.pick_source is None:
+                ahead = Ahead(following)
             next_mark = target.mark() if ahead else 0
             rows_before = self.rows
-            items = self.read(batch, then=following if ahead else None)
+            items = self.read(sent or batch, then=ahead)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             record.stage = f"writing batch {number} to {where}"
@@ -132,7 +135,7 @@ class Reader:
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
-            batch, mark = following, next_mark or target.mark()
+            batch, sent, mark = following, ahead, next_mark or target.mark()
 
     def _judge_empty(self, batch: Sequence[int], evidence: Evidence) -> None:
         self.record.stage = (
@@ -146,13 +149,14 @@ class Reader:
                 "their listings (check [warm] listing_query)"
             )
 
-    def read(self, batch: Sequence[int], *, then: Sequence[int] | None = None) -> Items:
+    def read(self, batch: Sequence[int] | Ahead, *, then: Ahead | None = None) -> Items:
         """Listings of one batch, in batch order.
 
         An id without a row, with one over max_payload_bytes, or whose json_columns value
         is not JSON gets b'' (whatever is cached for it is removed) and goes into `absent`.
         When the query returns several rows for one id, the first wins, and the run warns
-        once. `then`: the next batch to read, see Source.listings.
+        once. `then`: the next batch to read, see Source.listings; `batch` is that
+        handle when this batch's query was sent ahead.
         """
         found: dict[int, bytes | InvalidJSON] = {}
         repeats: dict[int, int] = {}
@@ -175,7 +179,7 @@ class Reader:
                 kept="first",
             )
         items: Items = []
-        for product_id in batch:
+        for product_id in batch.ids if isinstance(batch, Ahead) else batch:
             payload = found.get(product_id, b"")
             if isinstance(payload, InvalidJSON):
                 self.record.skipped_invalid_json += 1

@@ -156,6 +156,20 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
     )
 
 
+class Ahead:
+    """A listing query to send before its result is wanted: the handle a caller passes back.
+
+    Made by the caller with the ids of its next batch and given to `listings(...,
+    then=ahead)`, which sends it once that call's rows are in (when the driver can
+    split a query); `listings(query, ahead)` then reads its result. A result left
+    unread when another query runs is read and dropped, and the handle runs afresh.
+    """
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = ids
+        self.cursor: Any = None  # the statement sent and not yet read
+
+
 class Source:
     """One connection to the shop database, with timeouts so a frozen server cannot hang a run.
 
@@ -173,7 +187,7 @@ class Source:
         self._streaming = driver.streaming_cursor
         self._raw_rows = driver.raw_rows
         self._ahead = driver.ahead_cursor
-        self._sent: tuple[Sequence[int], Any] | None = None  # (ids, cursor) sent ahead
+        self._sent: Ahead | None = None  # sent and not yet read
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -274,7 +288,8 @@ class Source:
         self._running = True  # until seen to its end: close() stops it on the server
         try:
             if self._sent is not None and sent is None:  # sent ahead, then not asked for
-                self._sent[1].receive()
+                self._sent.cursor.receive()
+                self._sent.cursor = None
                 self._sent = None
             if raw:
                 self._conn.raw_rows = True
@@ -304,15 +319,15 @@ class Source:
             return DeadlineExceeded(f"run passed run.max_seconds; {self.where} stopped the {what}")
         return SourceError(f"{self.where}: {what} failed: {describe(exc)}")
 
-    def _send(self, what: str, query: str, ids: Sequence[int]) -> None:
-        """Send the listing query of `ids` now; listings(ids) reads its result later."""
+    def _send(self, what: str, query: str, ahead: Ahead) -> None:
+        """Send the listing query of `ahead` now; listings(query, ahead) reads its result."""
         self._running = True
         try:
             cur = self._conn.cursor(self._ahead)
-            cur.send(self._bounded(cur, query), {"ids": IdList(ids)})
+            cur.send(self._bounded(cur, query), {"ids": IdList(ahead.ids)})
         except self._error as exc:
             raise self._failed(what, exc) from None
-        self._sent = (ids, cur)
+        ahead.cursor, self._sent = cur, ahead
 
     @staticmethod
     def _rows(cur: Any) -> Iterator[Any]:
@@ -391,24 +406,26 @@ class Source:
     def listings(
         self,
         query: str,
-        ids: Sequence[int],
+        batch: Sequence[int] | Ahead,
         *,
         json_columns: Sequence[str] = (),
-        then: Sequence[int] | None = None,
+        then: Ahead | None = None,
     ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
         """(id, listing JSON) for the ids that still have a listing row.
 
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
 
-        `then`, the ids of the next call: once these rows are in, that query is sent, so
-        the server runs it while the caller encodes and writes these (when the driver can
-        split a query, see _Driver). The next call must then pass that very object.
+        `then`, the next call's batch: once these rows are in, its query is sent, so the
+        server runs it while the caller encodes and writes these (when the driver can
+        split a query, see _Driver). The next call passes it as its `batch`.
         """
-        sent = self._sent[1] if self._sent is not None and self._sent[0] is ids else None
-        if sent is not None:
-            self._sent = None
-        params = {"ids": IdList(ids)}
+        sent = None
+        if isinstance(batch, Ahead):
+            if batch is self._sent:
+                sent, batch.cursor, self._sent = batch.cursor, None, None
+            batch = batch.ids
+        params = {"ids": IdList(batch)}
         raw = self._raw_rows
         with self._query("listing query", query, params, stream=False, raw=raw, sent=sent) as cur:
             try:
