@@ -18,7 +18,7 @@ import seed as shop_seed
 from pymysql.connections import Connection
 
 import cachewarm
-from cachewarm.config import MySQLSettings
+from cachewarm.config import Driver, MySQLSettings
 from cachewarm.errors import DeadlineExceeded, SourceError
 from cachewarm.mysql import driver_pymysql as pymysql_rows
 from cachewarm.mysql.encode import InvalidJSON
@@ -32,7 +32,7 @@ DRIVERS = ["pymysql", "mysqlclient"]
 
 
 def listings(
-    shop_db: ShopDB, ids: list[int], then: list[int] | None = None, driver: str = "pymysql"
+    shop_db: ShopDB, ids: list[int], then: list[int] | None = None, driver: Driver = "pymysql"
 ) -> dict[int, bytes | InvalidJSON]:
     """Listings by id (rows come in the server's order, not the batch's)."""
     src = Source(MySQLSettings(url=shop_db.url, driver=driver))
@@ -59,14 +59,14 @@ def test_stock_pymysql_gives_the_same_listings(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_sending_ahead_gives_the_same_listings(shop_db: ShopDB, driver: str) -> None:
+def test_sending_ahead_gives_the_same_listings(shop_db: ShopDB, driver: Driver) -> None:
     ahead = listings(shop_db, IDS[:120], then=IDS[120:], driver=driver)
     assert len(ahead) == 200
     assert ahead == listings(shop_db, IDS, driver=driver) == listings(shop_db, IDS)
 
 
 @contextlib.contextmanager
-def sent_and_waiting(shop_db: ShopDB, shop_conn: Connection, driver: str) -> Iterator[Gate]:
+def sent_and_waiting(shop_db: ShopDB, shop_conn: Connection, driver: Driver) -> Iterator[Gate]:
     """The listing query of IDS[5:10] sent ahead, seen running and held on the server.
 
     Its rows past the first batch wait for the test's gate, so the query is still on
@@ -102,7 +102,7 @@ def running(conn: Connection, held: Gate) -> bool:
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_the_next_listing_query_runs_before_it_is_asked_for(
-    shop_db: ShopDB, shop_conn: Connection, driver: str
+    shop_db: ShopDB, shop_conn: Connection, driver: Driver
 ) -> None:
     with sent_and_waiting(shop_db, shop_conn, driver) as held:
         held.open()
@@ -110,7 +110,7 @@ def test_the_next_listing_query_runs_before_it_is_asked_for(
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_connection_dropped_while_a_query_is_ahead_is_one_line(
-    shop_db: ShopDB, shop_conn: Connection, driver: str
+    shop_db: ShopDB, shop_conn: Connection, driver: Driver
 ) -> None:
     with (
         pytest.raises(SourceError, match="listing query failed") as failed,
@@ -121,7 +121,7 @@ def test_a_connection_dropped_while_a_query_is_ahead_is_one_line(
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB, driver: str) -> None:
+def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB, driver: Driver) -> None:
     src = Source(MySQLSettings(url=shop_db.url, driver=driver))
     try:
         first = list(src.listings(shop_seed.LISTING_QUERY, IDS[:5], then=Ahead(IDS[5:10])))
@@ -136,7 +136,7 @@ def test_a_result_sent_ahead_and_not_read_is_skipped(shop_db: ShopDB, driver: st
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("ahead", [False, True])
 def test_statement_bound_mid_result_is_a_deadline(
-    shop_db: ShopDB, ahead: bool, driver: str
+    shop_db: ShopDB, ahead: bool, driver: Driver
 ) -> None:
     """Rows trickle out (SLEEP per row) until the server's bound kills the statement."""
     query = "SELECT p.id, SLEEP(0.01) AS s FROM products p WHERE p.id IN %(ids)s"
@@ -183,7 +183,7 @@ def _selects(src: Source) -> int:
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_each_batch_query_runs_once_when_sent_ahead(shop_db: ShopDB, driver: str) -> None:
+def test_each_batch_query_runs_once_when_sent_ahead(shop_db: ShopDB, driver: Driver) -> None:
     """A result sent ahead is the one read: were it dropped, its query would run twice."""
     src = Source(MySQLSettings(url=shop_db.url, driver=driver))
     try:
