@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT / "examples"), str(ROOT / "scripts")]
 import seed as shop  # noqa: E402
 import servers  # noqa: E402
 
-from cachewarm.source import driver_name  # noqa: E402
+from cachewarm.mysql.source import driver_name  # noqa: E402
 
 CACHEWARM = ROOT / ".venv" / "bin" / "cachewarm"
 TIME = "/usr/bin/time"  # GNU time, for peak RSS

@@ -62,7 +62,7 @@ SPECS = {
 # Run inside an install (python -I): what it imports and which fast paths cachewarm takes.
 PROBE = """
 import hashlib, importlib.metadata as md, importlib.util, json, pathlib, sys
-import cachewarm, cachewarm.encode as enc, cachewarm.source as src, redis.utils
+import cachewarm, cachewarm.mysql.encode as enc, cachewarm.mysql.source as src, redis.utils
 
 def tree_hash(pkg):
     h = hashlib.sha256()

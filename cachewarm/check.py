@@ -24,12 +24,12 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from . import sink
 from .config import Settings, load_settings, require_queries
-from .encode import IdList, InvalidJSON
 from .errors import ConfigError, SinkError, SourceError
+from .mysql.encode import IdList, InvalidJSON
+from .mysql.source import Source
 from .pipeline import Rejections
-from .source import Source
+from .store.connect import connect
 from .urls import redact_url, scrub
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -268,7 +268,7 @@ POLICY_MEANS = {
 def _redis(settings: Settings, sample: list[bytes]) -> Iterator[Finding]:
     where = redact_url(settings.redis.url)
     try:
-        client = sink.connect(settings.redis)
+        client = connect(settings.redis)
     except SinkError as exc:
         yield Finding("redis", FAIL, str(exc))
         return

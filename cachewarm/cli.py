@@ -15,8 +15,9 @@ from typing import NoReturn
 
 import click
 
-from . import __version__, check, follow, output, render, views
+from . import __version__, check, output, render, views
 from . import orchestrate as api
+from .binlog import follow
 from .errors import EX_FAILED
 from .exits import Group, Options
 from .guard import run_guard

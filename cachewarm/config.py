@@ -17,7 +17,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -27,12 +27,18 @@ from .urls import Secret, check_redis_url, mysql_target, split_password
 ENV_PREFIX = "CACHEWARM_"
 CONFIG_ENV = "CACHEWARM_CONFIG"
 
+Driver = Literal["auto", "pymysql", "mysqlclient"]
+RedisMode = Literal["single", "cluster", "sentinel"]
+LockKind = Literal["file", "redis"]
+
 
 @dataclass(frozen=True)
 class MySQLSettings:
     url: str = "mysql://root@127.0.0.1:3306/shop"
     password: Secret | None = None  # else the URL's, else ~/.my.cnf's
-    driver: str = "auto"  # "pymysql", or "mysqlclient" (C, from cachewarm[fast]); auto prefers it
+    driver: Driver = (
+        "auto"  # "pymysql", or "mysqlclient" (C, from cachewarm[fast]); auto prefers it
+    )
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     ssl_ca: str | None = None
@@ -47,7 +53,7 @@ class MySQLSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
-    mode: str = "single"  # or "cluster" (url and nodes seed the slot map), or "sentinel"
+    mode: RedisMode = "single"  # or "cluster" (url and nodes seed the slot map), or "sentinel"
     nodes: tuple[str, ...] = ()  # cluster: more seed nodes, "host:port"
     sentinels: tuple[str, ...] = ()  # sentinel: "host:port" of each sentinel
     service_name: str = ""  # sentinel: the master's name, as in `sentinel monitor NAME`
@@ -84,7 +90,7 @@ class WarmSettings:
 class RunSettings:
     lockfile: str = ""  # "" = per-user default, see default_state_dir()
     log: str = ""
-    lock: str = "file"  # or "redis", for several cron hosts
+    lock: LockKind = "file"  # or "redis", for several cron hosts
     lock_ttl: float = 60.0
     max_seconds: float = 600.0
     metrics_file: str = ""  # Prometheus textfile-collector file; "" = none
@@ -99,7 +105,7 @@ class FollowSettings:
     # table -> query returning product ids for the changed rows' primary keys, %(ids)s
     queries: dict[str, str] = field(default_factory=dict)
     schema: str = ""  # "" = the database in [mysql] url
-    server_id: int = 0  # 0 = derived from host, prefix and version (see binlog.py)
+    server_id: int = 0  # 0 = derived from host, prefix and version (see binlog/server.py)
     checkpoint: str = ""  # "" = per-user state dir, <prefix>-v<version>.follow.json
     rewarm: bool = False
     max_delay: float = 0.1  # seconds a changed id may wait to be batched
@@ -339,11 +345,6 @@ def _coerce(hint: Any, value: object, origin: str) -> object:
             except ValueError:
                 pass
         raise ConfigError(f"{origin}: expected a number, got {value!r}")
-    if typing.get_origin(target) is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{origin}: expected a list of strings, got {value!r}")
-        return tuple(name.strip() for name in items if name.strip())
     if not isinstance(value, str):
         raise ConfigError(f"{origin}: expected a string, got {value!r}")
     return value
@@ -409,9 +410,9 @@ def validate(s: Settings) -> None:
             bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s.keys.prefix)),
             "[keys] prefix may only hold letters, digits, '_', '-' and '.'",
         ),
-        (s.run.lock in ("file", "redis"), '[run] lock must be "file" or "redis"'),
+        (s.run.lock in typing.get_args(LockKind), '[run] lock must be "file" or "redis"'),
         (
-            s.mysql.driver in ("auto", "pymysql", "mysqlclient"),
+            s.mysql.driver in typing.get_args(Driver),
             '[mysql] driver must be "auto", "pymysql" or "mysqlclient"',
         ),
         (
@@ -506,7 +507,7 @@ def _check_redis_mode(s: Settings) -> None:
     database = urlsplit(r.url).path.strip("/")
     checks: list[tuple[bool, str]] = [
         (
-            r.mode in ("single", "cluster", "sentinel"),
+            r.mode in typing.get_args(RedisMode),
             f'[redis] mode must be "single", "cluster" or "sentinel", got {r.mode!r}',
         ),
         (r.mode == "cluster" or not r.nodes, '[redis] nodes applies only to mode = "cluster"'),

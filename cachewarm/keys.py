@@ -8,7 +8,7 @@ readers keep reading the old one until it expires.
 Reader keys carry no hash tag, so a Redis Cluster places each listing in the slot of its
 plain name. Bookkeeping keys that a script must touch together with reader keys borrow
 their slot with a hash tag: the hot list's meta hash is tagged with the hot key, and
-each slot's guard state (see sink.py) with a short tag that hashes to that slot.
+each slot's guard state (see cachewarm.store) with a short tag that hashes to that slot.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ import redis
 import redis.exceptions
 from redis.cluster import RedisCluster
 
+from .config import Settings
 from .errors import CachewarmError, LockError, LockHeld, LockStuck
 from .files import ensure_private_dir
+
+RedisClient = redis.Redis | RedisCluster
 
 
 @dataclass
@@ -261,7 +265,7 @@ def file_lock_holder(path: Path) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def redis_lock(
-    client: redis.Redis | RedisCluster,
+    client: RedisClient,
     key: str,
     run_id: str,
     *,
@@ -305,12 +309,12 @@ def redis_lock(
             client.eval(RELEASE_SCRIPT, 1, key, token)
 
 
-def redis_lock_clock_ms(client: redis.Redis | RedisCluster, key: str) -> int:
+def redis_lock_clock_ms(client: RedisClient, key: str) -> int:
     """The clock of the node that holds `key`: what a Redis lock holder's age is told by."""
     return int(client.eval(CLOCK_SCRIPT, 1, key))
 
 
-def redis_lock_holder(client: redis.Redis | RedisCluster, key: str) -> dict[str, Any] | None:
+def redis_lock_holder(client: RedisClient, key: str) -> dict[str, Any] | None:
     raw = client.get(key)
     if raw is None:
         return None
@@ -322,3 +326,40 @@ def redis_lock_holder(client: redis.Redis | RedisCluster, key: str) -> dict[str,
         info.pop("token", None)
         return info
     return {}
+
+
+@contextlib.contextmanager
+def run_lock(
+    settings: Settings,
+    run_id: str,
+    redis_client: Callable[[], AbstractContextManager[RedisClient]],
+    *,
+    stage: Callable[[str], None] = lambda _: None,
+) -> Iterator[tuple[RedisClient, Fence]]:
+    """Hold the lock `run.lock` names, and the Redis client the run writes through.
+
+    The one way a warm and `follow --resync` take the lock. The file lock is taken
+    before `redis_client` is entered, so a run that finds it held skips without
+    touching Redis; the Redis lock needs the client first. They are let go in reverse
+    order. `stage` hears which lock is being taken, for the run log.
+    """
+    run = settings.run
+    with contextlib.ExitStack() as stack:
+        if run.lock == "file":
+            stage(f"taking the lock {settings.lockfile}")
+            fence = stack.enter_context(
+                file_lock(settings.lockfile, run_id, max_seconds=run.max_seconds)
+            )
+        client = stack.enter_context(redis_client())
+        if run.lock == "redis":
+            stage(f"taking the Redis lock {settings.keys.lock}")
+            fence = stack.enter_context(
+                redis_lock(
+                    client,
+                    settings.keys.lock,
+                    run_id,
+                    ttl_s=run.lock_ttl,
+                    max_seconds=run.max_seconds,
+                )
+            )
+        yield client, fence

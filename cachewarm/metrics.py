@@ -19,11 +19,11 @@ from pathlib import Path
 
 import structlog
 
-from .runlog import RunRecord
+from .runlog import RunRecord, RunStatus
 
 log = structlog.get_logger("cachewarm")
 
-STATUSES = ("ok", "empty", "failed", "skipped", "interrupted")
+STATUSES: tuple[RunStatus, ...] = ("ok", "empty", "failed", "skipped", "interrupted")
 LAST_SUCCESS = "cachewarm_last_success_timestamp_seconds"
 
 

@@ -3,39 +3,39 @@
 Each function takes resolved Settings, records itself in the run log, and returns plain
 data, so the CLI only parses and prints, and tests call these directly against real
 servers. The listing reads of all three go through pipeline.Reader; what differs is the
-target: sink.BatchWriter for a warm and a refill, DryRunReport for a dry run.
+target: store.writer.BatchWriter for a warm and a refill, DryRunReport for a dry run.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
-import redis.exceptions
 import structlog
 
-from . import lock, metrics, runlog, sink
+from . import lock, metrics, runlog
 from .config import Settings, require_queries
-from .errors import SinkError
 from .keys import Keys
-from .pipeline import Evidence, Items, Progress, Reader, chunks
-from .replica import ReplicaReads
-from .replica import reads as replica_reads
+from .mysql.replica import reads as replica_reads
+from .mysql.source import Source
+from .pipeline import Evidence, Items, Progress, chunks, reader_for, refill, writer_for
 from .runlog import RunRecord
-from .source import Source
+from .store.connect import Client, check_master, connect, describe, master_address
+from .store.pipe import ScriptPipe
+from .store.reads import current_values, hot_list, hot_meta, server_time_ms
+from .store.slots import learn_states
+from .store.writer import BatchWriter, delete_listings, publish_hot
+from .store.writer import invalidate as store_invalidate
 
 log = structlog.get_logger("cachewarm")
 
 DRY_RUN_SAMPLES = 5
-T = TypeVar("T")
 
 
 def _recording(settings: Settings, command: str) -> contextlib.AbstractContextManager[RunRecord]:
@@ -49,49 +49,6 @@ def _recording(settings: Settings, command: str) -> contextlib.AbstractContextMa
     )
 
 
-def _redis_call(where: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-        raise SinkError(f"{where} failed: {exc}") from None
-
-
-def _reader(
-    settings: Settings,
-    src: Source,
-    record: RunRecord,
-    deadline: float | None,
-    replica: ReplicaReads | None = None,
-    *,
-    hot: int | None = None,
-) -> Reader:
-    """The run's reader; with `hot`, the size of the hot set, under the blast-radius limit."""
-    return Reader(
-        src,
-        pick_source=replica.for_batch if replica else None,
-        listing_query=settings.warm.listing_query,
-        json_columns=settings.warm.json_columns,
-        max_payload_bytes=settings.warm.max_payload_bytes,
-        batch_size=settings.warm.batch_size,
-        record=record,
-        deadline=deadline,
-        max_rejected=None if hot is None else int(settings.warm.max_rejected_share * hot),
-    )
-
-
-def _writer(
-    settings: Settings, pipe: sink.ScriptPipe, fence: lock.Fence, states: sink.SlotStates
-) -> sink.BatchWriter:
-    return sink.BatchWriter(
-        pipe,
-        settings.keys,
-        fence,
-        states,
-        ttl_s=settings.warm.ttl,
-        jitter=settings.warm.ttl_jitter,
-    )
-
-
 def warm(settings: Settings, *, full: bool = False, progress: Progress | None = None) -> RunRecord:
     """One warm under the lock: hot ids, their listings in batches, then the hot list.
 
@@ -102,34 +59,24 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
     """
     require_queries(settings)
     keys = settings.keys
-    where = sink.describe(settings.redis)
+    where = describe(settings.redis)
     with _recording(settings, "run") as record, contextlib.ExitStack() as stack:
-        if settings.run.lock == "file":
-            record.stage = f"taking the lock {settings.lockfile}"
-            fence = stack.enter_context(
-                lock.file_lock(
-                    settings.lockfile, record.run_id, max_seconds=settings.run.max_seconds
-                )
-            )
-        record.stage = f"connecting to {where}"
-        client = sink.connect(settings.redis)
-        stack.callback(client.close)
-        if settings.run.lock == "redis":
-            record.stage = f"taking the Redis lock {keys.lock}"
-            fence = stack.enter_context(
-                lock.redis_lock(
-                    client,
-                    keys.lock,
-                    record.run_id,
-                    ttl_s=settings.run.lock_ttl,
-                    max_seconds=settings.run.max_seconds,
-                )
-            )
+
+        def at(stage: str) -> None:
+            record.stage = stage
+
+        def connected() -> contextlib.closing[Client]:
+            at(f"connecting to {where}")
+            return contextlib.closing(connect(settings.redis))
+
+        client, fence = stack.enter_context(
+            lock.run_lock(settings, record.run_id, connected, stage=at)
+        )
         deadline = time.monotonic() + settings.run.max_seconds
-        master = _redis_call(where, lambda: sink.master_address(client))
-        start_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+        master = master_address(client, where=where)
+        start_ms = server_time_ms(client, where=where)
         fence = replace(fence, deadline_ms=start_ms + int(settings.run.max_seconds * 1000))
-        previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
+        previous = hot_meta(client, keys, where=where)
         record.stage = "connecting to MySQL"
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         replica = stack.enter_context(replica_reads(settings.mysql, src))
@@ -137,10 +84,10 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         ids = _hot_ids(settings, replica.replica if replica else src, record)
         if not ids:
             return record
-        pipe = sink.ScriptPipe(client, where=where, lock_key=fence.lock_key)
+        pipe = ScriptPipe(client, where=where, lock_key=fence.lock_key)
         stack.callback(pipe.close)
         record.stage = f"learning the guard's slot states from {where}"
-        writer = _writer(settings, pipe, fence, sink.learn_states(pipe, keys, ids))
+        writer = writer_for(settings, pipe, fence, learn_states(pipe, keys, ids))
         to_read: Sequence[int] = ids
         changed = _changed_ids(
             settings, src, record, previous, full=full, hot=len(ids), now_ms=start_ms
@@ -152,8 +99,8 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
             # Changed but not hot now: drop the old listing, or a later incremental
             # run that finds it hot again (edit older than its watermark) would keep it.
             cold = _cold(ids, changed)
-            record.removed += _redis_call(where, lambda: sink.delete_listings(client, keys, cold))
-        reader = _reader(settings, src, record, deadline, replica, hot=len(ids))
+            record.removed += delete_listings(client, keys, cold, where=where)
+        reader = reader_for(settings, src, record, deadline, replica, hot=len(ids))
         reader.run(
             to_read,
             writer,
@@ -168,13 +115,13 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.removed, record.bytes = record.removed + totals.removed, totals.bytes
         record.skipped_invalidated = len(writer.skipped)
         record.stage = f"publishing {keys.hot}"
-        _redis_call(where, lambda: sink.check_master(client, master, where))
+        check_master(client, master, where)
         meta = {"mode": record.mode, "watermark": watermark}
         # On Redis' clock, as _since compares it: a stepped local clock cannot skew it.
         full_at = f"{start_ms / 1000:.3f}"
         meta["full_at"] = full_at if record.mode == "full" else previous["full_at"]
         hot, size = hot_json(ids, reader.absent | writer.skipped)
-        sink.publish_hot(
+        publish_hot(
             pipe,
             keys,
             fence,
@@ -234,9 +181,7 @@ def _cold(ids: Sequence[int], changed: set[int]) -> set[int]:
     return changed.difference(i for i in ids if i in changed)
 
 
-def _cached_evidence(
-    client: sink.Client, keys: Keys, where: str, changed: set[int] | None
-) -> Evidence:
+def _cached_evidence(client: Client, keys: Keys, where: str, changed: set[int] | None) -> Evidence:
     """The broken-query guard's evidence: ids with a listing cached now, not reported changed.
 
     A changed id may have lost its row for good reason (deleted, hidden by the listing
@@ -245,7 +190,7 @@ def _cached_evidence(
 
     def cached(batch: Sequence[int]) -> int:
         suspects = [i for i in batch if not changed or i not in changed]
-        values = _redis_call(where, lambda: sink.current_values(client, keys, suspects))
+        values = current_values(client, keys, suspects, where=where)
         return sum(value is not None for value in values)
 
     return cached
@@ -269,19 +214,19 @@ def _since(settings: Settings, previous: dict[str, str], now_ms: int) -> str | N
 
 
 def _to_reread(
-    client: sink.Client, keys: Keys, ids: Sequence[int], changed: set[int], batch: int, where: str
+    client: Client, keys: Keys, ids: Sequence[int], changed: set[int], batch: int, where: str
 ) -> array[int]:
     """What _touch_unchanged would return, read-only: changed ids and those gone from Redis."""
     reread: array[int] = array("Q")
     for chunk in chunks(ids, batch):
-        values = _redis_call(where, functools.partial(sink.current_values, client, keys, chunk))
+        values = current_values(client, keys, chunk, where=where)
         reread.extend(i for i, v in zip(chunk, values, strict=True) if v is None or i in changed)
     return reread
 
 
 def _touch_unchanged(
-    pipe: sink.ScriptPipe,
-    writer: sink.BatchWriter,
+    pipe: ScriptPipe,
+    writer: BatchWriter,
     ids: Sequence[int],
     changed: set[int],
     batch: int,
@@ -318,7 +263,7 @@ class DryRunReport:
 
     record: RunRecord
     keys: Keys
-    client: sink.Client
+    client: Client
     where: str
     new: int = 0
     changed: int = 0
@@ -334,7 +279,7 @@ class DryRunReport:
     def send(self, items: Items, mark: int | None = None) -> None:
         """Compare one batch with what readers see now (MGET: no expiry is touched)."""
         ids = [i for i, _ in items]
-        current = _redis_call(self.where, lambda: sink.current_values(self.client, self.keys, ids))
+        current = current_values(self.client, self.keys, ids, where=self.where)
         for (product_id, payload), old in zip(items, current, strict=True):
             self._tally(self.keys.product(product_id), payload, old)
 
@@ -364,18 +309,18 @@ def dry_run(
     """
     require_queries(settings)
     keys = settings.keys
-    where = sink.describe(settings.redis)
+    where = describe(settings.redis)
     with _recording(settings, "dry-run") as record, contextlib.ExitStack() as stack:
         record.status = "dry-run"
-        client = sink.connect(settings.redis)
+        client = connect(settings.redis)
         stack.callback(client.close)
         report = DryRunReport(record, keys, client, where)
         deadline = time.monotonic() + settings.run.max_seconds
-        previous = _redis_call(where, lambda: sink.hot_meta(client, keys))
+        previous = hot_meta(client, keys, where=where)
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         ids = _hot_ids(settings, src, record)
         to_read: Sequence[int] = ids
-        now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
+        now_ms = server_time_ms(client, where=where)
         changed = _changed_ids(
             settings, src, record, previous, full=full, hot=len(ids), now_ms=now_ms
         )
@@ -384,7 +329,7 @@ def dry_run(
             to_read = _to_reread(client, keys, ids, changed, settings.warm.batch_size, where)
             report.unchanged = len(ids) - len(to_read)
             report.send([(i, b"") for i in _cold(ids, changed)])
-        reader = _reader(settings, src, record, deadline, hot=len(ids))
+        reader = reader_for(settings, src, record, deadline, hot=len(ids))
         reader.run(
             to_read,
             report,
@@ -392,7 +337,7 @@ def dry_run(
             progress=progress,
             where="the comparison",
         )
-        old_hot = _redis_call(where, lambda: client.get(keys.hot))
+        old_hot = hot_list(client, keys, where=where)
         report.hot_changed = bool(ids) and old_hot != bytes(hot_json(ids, reader.absent)[0])
         record.written, record.unchanged = report.new + report.changed, report.unchanged
         record.removed, record.bytes = report.would_remove, report.bytes
@@ -416,15 +361,15 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
     if rewarm:
         require_queries(settings)
     keys = settings.keys
-    where = sink.describe(settings.redis)
+    where = describe(settings.redis)
     with _recording(settings, "invalidate") as record, contextlib.ExitStack() as stack:
         result = InvalidateResult(record)
         record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
-        client = sink.connect(settings.redis)
+        client = connect(settings.redis)
         stack.callback(client.close)
-        pipe = sink.ScriptPipe(client, where=where)
+        pipe = ScriptPipe(client, where=where)
         stack.callback(pipe.close)
-        states, result.deleted = sink.invalidate(pipe, keys, ids, batch=settings.warm.batch_size)
+        states, result.deleted = store_invalidate(pipe, keys, ids, batch=settings.warm.batch_size)
         record.removed = result.deleted
         log.info("invalidate.done", run_id=record.run_id, ids=len(ids), deleted=result.deleted)
         if rewarm:
@@ -434,35 +379,3 @@ def invalidate(settings: Settings, ids: Sequence[int], *, rewarm: bool = False) 
                 settings, client, pipe, src, ids, states, record
             )
     return result
-
-
-def refill(
-    settings: Settings,
-    client: sink.Client,
-    pipe: sink.ScriptPipe,
-    src: Source,
-    ids: Sequence[int],
-    states: sink.SlotStates,
-    record: RunRecord,
-) -> tuple[int, list[int]]:
-    """Read listings just invalidated fresh from MySQL (the primary) and write them.
-
-    `states` are the slot states the invalidation left (sink.invalidate): written
-    through the warm's guard with them, so an invalidation after this one still wins.
-    Returns (listings written or confirmed, ids with no row). `invalidate --rewarm` and
-    `follow --rewarm` both refill this way.
-    """
-    where = sink.describe(settings.redis)
-    deadline = time.monotonic() + settings.run.max_seconds
-    now_ms = _redis_call(where, lambda: sink.server_time_ms(client))
-    fence = lock.Fence(
-        lock_key=settings.keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
-    )
-    writer = _writer(settings, pipe, fence, states)
-    reader = _reader(settings, src, record, deadline)
-    reader.run(ids, writer, evidence=None, where=where)
-    pipe.finish()
-    rewarmed = writer.totals.written + writer.totals.unchanged
-    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
-    record.skipped_invalidated += len(writer.skipped)
-    return rewarmed, [i for i in ids if i in reader.absent]

@@ -26,10 +26,18 @@ from typing import Protocol
 
 import structlog
 
-from .encode import InvalidJSON
+from .config import Settings
 from .errors import DeadlineExceeded, SourceError, TooManyRejected
+from .lock import Fence
+from .mysql.encode import InvalidJSON
+from .mysql.replica import ReplicaReads
+from .mysql.source import Ahead, Source
 from .runlog import RunRecord
-from .source import Source
+from .store.connect import Client, describe
+from .store.pipe import ScriptPipe
+from .store.reads import server_time_ms
+from .store.slots import SlotStates
+from .store.writer import BatchWriter
 
 log = structlog.get_logger("cachewarm")
 
@@ -44,7 +52,7 @@ EMPTY_BATCH_EVIDENCE = 100
 
 
 class Target(Protocol):
-    """Where batches go, each with the mark taken before its query (see sink.BatchWriter)."""
+    """Where batches go, each with the mark taken before its query (see store.writer)."""
 
     def mark(self) -> int: ...
 
@@ -165,6 +173,7 @@ class Reader:
         record = self.record
         batches = chunks(ids, self.batch_size)
         batch, mark, number, done = next(batches, None), target.mark(), 0, 0
+        sent: Ahead | None = None  # this batch's query, when it went out ahead
         while batch is not None:
             number += 1
             record.stage = f"running the listing query on {self.src.where} (batch {number})"
@@ -178,10 +187,12 @@ class Reader:
             # taken now. Not when each batch picks its source (a replica that must catch
             # up first).
             following = next(batches, None)
-            ahead = following is not None and self.pick_source is None
+            ahead = None
+            if following is not None and self.pick_source is None:
+                ahead = Ahead(following)
             next_mark = target.mark() if ahead else 0
             rows_before = self.rows
-            items = self.read(batch, then=following if ahead else None)
+            items = self.read(sent or batch, then=ahead)
             if evidence is not None and self.rows == rows_before == 0:
                 self._judge_empty(batch, evidence)
             done += len(batch)
@@ -192,7 +203,7 @@ class Reader:
             log.debug("batch.sent", run_id=record.run_id, ids=len(batch), listings=len(items))
             if progress:
                 progress(len(batch), len(ids))
-            batch, mark = following, next_mark or target.mark()
+            batch, sent, mark = following, ahead, next_mark or target.mark()
         if self.rejected:
             log.warning(
                 "listings.rejected",
@@ -215,14 +226,15 @@ class Reader:
                 "their listings (check [warm] listing_query)"
             )
 
-    def read(self, batch: Sequence[int], *, then: Sequence[int] | None = None) -> Items:
+    def read(self, batch: Sequence[int] | Ahead, *, then: Ahead | None = None) -> Items:
         """Listings of one batch, in batch order.
 
         An id without a row gets b'' (whatever is cached for it is removed); one over
         max_payload_bytes, or whose json_columns value is not JSON, is left out and
         counted in `rejected` (see run). Both go into `absent`. When the query returns
         several rows for one id, the first wins, and the run warns once. `then`: the next
-        batch to read, see Source.listings.
+        batch to read, see Source.listings; `batch` is that handle when this batch's
+        query was sent ahead.
         """
         found: dict[int, bytes | InvalidJSON] = {}
         repeats: dict[int, int] = {}
@@ -247,7 +259,7 @@ class Reader:
         items: Items = []
         rejected = self.rejected
         before = rejected.invalid_json, rejected.oversize
-        for product_id in batch:
+        for product_id in batch.ids if isinstance(batch, Ahead) else batch:
             payload = found.get(product_id, b"")
             if rejected.add(product_id, payload, self.limit):
                 self.absent.add(product_id)
@@ -261,3 +273,75 @@ class Reader:
         self.record.skipped_invalid_json += rejected.invalid_json - before[0]
         self.record.skipped_oversize += rejected.oversize - before[1]
         return items
+
+
+def reader_for(
+    settings: Settings,
+    src: Source,
+    record: RunRecord,
+    deadline: float | None,
+    replica: ReplicaReads | None = None,
+    *,
+    hot: int | None = None,
+) -> Reader:
+    """The Reader of a run: `[warm]`'s query and limits; a replica picked per batch if any.
+
+    With `hot`, the size of the hot set, under the blast-radius limit.
+    """
+    return Reader(
+        src,
+        pick_source=replica.for_batch if replica else None,
+        listing_query=settings.warm.listing_query,
+        json_columns=settings.warm.json_columns,
+        max_payload_bytes=settings.warm.max_payload_bytes,
+        batch_size=settings.warm.batch_size,
+        record=record,
+        deadline=deadline,
+        max_rejected=None if hot is None else int(settings.warm.max_rejected_share * hot),
+    )
+
+
+def writer_for(
+    settings: Settings, pipe: ScriptPipe, fence: Fence, states: SlotStates
+) -> BatchWriter:
+    """The BatchWriter of a run: `[warm]`'s TTL and jitter, fenced by `fence`."""
+    return BatchWriter(
+        pipe,
+        settings.keys,
+        fence,
+        states,
+        ttl_s=settings.warm.ttl,
+        jitter=settings.warm.ttl_jitter,
+    )
+
+
+def refill(
+    settings: Settings,
+    client: Client,
+    pipe: ScriptPipe,
+    src: Source,
+    ids: Sequence[int],
+    states: SlotStates,
+    record: RunRecord,
+) -> tuple[int, list[int]]:
+    """Read listings just invalidated fresh from MySQL (the primary) and write them.
+
+    `states` are the slot states the invalidation left (store.writer.invalidate): written
+    through the warm's guard with them, so an invalidation after this one still wins.
+    Returns (listings written or confirmed, ids with no row). `invalidate --rewarm` and
+    `follow --rewarm` both refill this way.
+    """
+    where = describe(settings.redis)
+    deadline = time.monotonic() + settings.run.max_seconds
+    now_ms = server_time_ms(client, where=where)
+    fence = Fence(
+        lock_key=settings.keys.lock, deadline_ms=now_ms + int(settings.run.max_seconds * 1000)
+    )
+    writer = writer_for(settings, pipe, fence, states)
+    reader = reader_for(settings, src, record, deadline)
+    reader.run(ids, writer, evidence=None, where=where)
+    pipe.finish()
+    rewarmed = writer.totals.written + writer.totals.unchanged
+    record.written, record.bytes = record.written + rewarmed, record.bytes + writer.totals.bytes
+    record.skipped_invalidated += len(writer.skipped)
+    return rewarmed, [i for i in ids if i in reader.absent]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -38,13 +38,16 @@ HOT_IDS_LOGGED = 100  # a run's first hot ids; the full list can be millions lon
 # A dry run does none of what its counts describe; its record and events say so.
 DRY_RUN_NAMES = {"written": "would_write", "removed": "would_remove"}
 
+RunStatus = Literal["running", "ok", "empty", "failed", "skipped", "dry-run", "interrupted"]
+WarmMode = Literal["full", "incremental"]
+
 
 @dataclass
 class RunRecord:
     run_id: str
     command: str
-    status: str = "running"  # ok, empty (no hot ids), failed, skipped, dry-run, interrupted
-    mode: str = "full"  # or "incremental"
+    status: RunStatus = "running"  # empty: no hot ids
+    mode: WarmMode = "full"
     stage: str = "starting"  # what the run was doing; names what hung or was interrupted
     started_at: str = ""
     ended_at: str = ""

@@ -11,24 +11,22 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis.exceptions
-
-from . import follow, lock, runlog, sink
+from . import lock, runlog
+from .binlog.checkpoint import follower_status
 from .config import Settings
 from .errors import SinkError
+from .store.connect import connect, describe, failing_as
+from .store.reads import hot_meta, hot_ttl_ms, listing
 from .urls import scrub
 
 
 def show(settings: Settings, product_id: int) -> bytes | None:
     """The listing exactly as readers GET it, or None when not cached."""
-    client = sink.connect(settings.redis)
+    client = connect(settings.redis)
     try:
-        value = client.get(settings.keys.product(product_id))
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-        raise SinkError(f"{sink.describe(settings.redis)} failed: {exc}") from None
+        return listing(client, settings.keys, product_id, where=describe(settings.redis))
     finally:
         client.close()
-    return value if isinstance(value, bytes) else None
 
 
 @dataclass
@@ -56,7 +54,7 @@ class StatusReport:
     lock_overdue_s: float | None = None  # the holder is past its deadline: see lock.overdue_s
     hot: HotList | None = None
     redis_error: str | None = None
-    follower: dict[str, Any] | None = None  # follow.follower_status: None if never followed
+    follower: dict[str, Any] | None = None  # checkpoint.follower_status: None if never followed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,25 +79,28 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
         runlog=str(settings.runlog),
         runs=records,
         lock_known=settings.run.lock == "file",
-        follower=follow.follower_status(settings),
+        follower=follower_status(settings),
     )
     if settings.run.lock == "file":
         report.lock = lock.file_lock_holder(settings.lockfile)
         report.lock_overdue_s = lock.overdue_s(report.lock)
     try:
-        client = sink.connect(settings.redis)
+        client = connect(settings.redis)
     except SinkError as exc:
         report.redis_error = scrub(str(exc), secrets)
         return report
+    where = describe(settings.redis)
     try:
         if settings.run.lock == "redis":
-            report.lock = lock.redis_lock_holder(client, keys.lock)
+            with failing_as(where):
+                report.lock = lock.redis_lock_holder(client, keys.lock)
             report.lock_known = True
             if report.lock:
-                now_ms = lock.redis_lock_clock_ms(client, keys.lock)
+                with failing_as(where):
+                    now_ms = lock.redis_lock_clock_ms(client, keys.lock)
                 report.lock_overdue_s = lock.overdue_s(report.lock, redis_now_ms=now_ms)
-        meta = sink.hot_meta(client, keys)
-        ttl_ms = client.pttl(keys.hot)
+        meta = hot_meta(client, keys, where=where)
+        ttl_ms = hot_ttl_ms(client, keys, where=where)
         if meta and ttl_ms != -2:
             published = calendar.timegm(time.strptime(meta["published_at"], "%Y-%m-%dT%H:%M:%SZ"))
             report.hot = HotList(
@@ -110,8 +111,8 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
                 run_id=meta.get("run_id"),
                 expires_in_s=round(ttl_ms / 1000, 1) if ttl_ms >= 0 else None,
             )
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-        report.redis_error = scrub(f"{sink.describe(settings.redis)} failed: {exc}", secrets)
+    except SinkError as exc:
+        report.redis_error = scrub(str(exc), secrets)
     finally:
         client.close()
     return report

@@ -19,7 +19,8 @@ from pymysql.connections import Connection
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import UpdateRowsEvent
 
-from cachewarm import binlog, rows
+from cachewarm.binlog import rows
+from cachewarm.binlog import server as binlog
 from cachewarm.errors import BinlogUnfit
 
 WANTED = ("product_id", "id", "med", "tiny", "small")  # signed and unsigned, 1 to 8 bytes

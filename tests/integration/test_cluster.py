@@ -17,8 +17,8 @@ from pymysql.connections import Connection
 from redis.cluster import RedisCluster
 
 import cachewarm as cw
-from cachewarm import sink
 from cachewarm.keys import Keys, key_slot
+from cachewarm.store.scripts import ACROSS, WRITE
 from tests.helpers import (
     MakeConfig,
     MakeSettings,
@@ -237,7 +237,7 @@ def test_script_flush_mid_run_is_recovered(
     assert code == 0, err
     assert_every_hot_listing_current(client, key_prefix)
     # Only an EVAL (the NOSCRIPT fallback) puts a script back in a flushed cache.
-    spanning = sink.ACROSS[sink.WRITE].sha.decode()
+    spanning = ACROSS[WRITE].sha.decode()
     assert all(node_client(n).script_exists(spanning)[0] for n in private_cluster.nodes)
 
 

@@ -24,8 +24,8 @@ import servers
 from pymysql.connections import Connection
 
 import cachewarm as cw
-from cachewarm import follow
-from cachewarm.binlog import default_server_id
+from cachewarm.binlog import checkpoint, follow
+from cachewarm.binlog.server import default_server_id
 from cachewarm.config import Settings, load_settings
 from cachewarm.errors import BinlogUnfit, ConfigError, LockHeld, LostPosition, SourceError
 from cachewarm.keys import Keys, key_slot
@@ -185,7 +185,7 @@ def _one(cur: Any) -> Any:
 
 
 def state(s: Settings) -> dict[str, Any]:
-    data = follow.load_state(s.follow_checkpoint)
+    data = checkpoint.load_state(s.follow_checkpoint)
     assert data is not None
     return data
 
@@ -503,7 +503,9 @@ def test_checkpoint_from_another_server_is_a_lost_position(settings: Settings) -
     with following(settings, from_now=True):
         pass
     saved = state(settings)
-    follow.save_state(settings.follow_checkpoint, {**saved, "server_id": saved["server_id"] + 1})
+    checkpoint.save_state(
+        settings.follow_checkpoint, {**saved, "server_id": saved["server_id"] + 1}
+    )
     with pytest.raises(LostPosition, match=r"server_id .*--resync"):
         follow.follow(settings)
 

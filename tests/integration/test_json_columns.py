@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from pymysql.connections import Connection
 
 import cachewarm as cw
-from cachewarm import encode
 from cachewarm.config import load_settings
-from cachewarm.encode import InvalidJSON, ListingEncoder, stdlib_dumps
 from cachewarm.errors import ConfigError
 from cachewarm.keys import Keys
-from cachewarm.source import Source
+from cachewarm.mysql import encode
+from cachewarm.mysql.encode import InvalidJSON, ListingEncoder, stdlib_dumps
+from cachewarm.mysql.source import Source
 from tests.helpers import MakeConfig, MakeSettings, cachewarm, runs
 
 TEXT, DOUBLE, JSON_TEXT = 253, 5, 252

@@ -18,8 +18,8 @@ from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE as T
 from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
+from cachewarm.binlog.rows import RowReader, decimal_size, value_size
 from cachewarm.errors import BinlogUnfit
-from cachewarm.rows import RowReader, decimal_size, value_size
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from redis.cluster import NodesManager, RedisCluster
 from redis.connection import Connection
 from redis.sentinel import SentinelConnectionPool
 
-from cachewarm import pymysql_rows
+from cachewarm.mysql import driver_pymysql as pymysql_rows
 from tests.helpers import require_mysqlclient
 
 
@@ -28,7 +28,7 @@ def test_pymysql_rows_uses_its_fast_reader_on_the_supported_pymysql() -> None:
 
 def test_mysqlclient_can_send_a_query_ahead() -> None:
     require_mysqlclient()
-    from cachewarm import mysqlclient_ahead
+    from cachewarm.mysql import driver_mysqlclient as mysqlclient_ahead
 
     assert mysqlclient_ahead.CURSOR is not None, "mysqlclient internals moved"
 

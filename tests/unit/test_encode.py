@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachewarm.encode import FLOAT_TYPES, ListingEncoder, fast_dumps, iso_datetime, stdlib_dumps
+from cachewarm.mysql.encode import (
+    FLOAT_TYPES,
+    ListingEncoder,
+    fast_dumps,
+    iso_datetime,
+    stdlib_dumps,
+)
 
 DOUBLE = FLOAT_TYPES[1]
 VARCHAR = 253

@@ -7,7 +7,7 @@ import io
 import pytest
 from pymysql import err
 
-from cachewarm.pymysql_rows import MAX_PACKET_LEN, Result, _payload
+from cachewarm.mysql.driver_pymysql import MAX_PACKET_LEN, Result, _payload
 
 
 class Wire:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pymysql.connections import TEXT_TYPES
 from pymysql.constants import FIELD_TYPE
 
-from cachewarm import pymysql_rows
-from cachewarm.encode import (
+from cachewarm.mysql import driver_pymysql as pymysql_rows
+from cachewarm.mysql.encode import (
     InvalidJSON,
     ListingEncoder,
     RawColumn,

@@ -13,10 +13,14 @@ import fakeredis
 import pytest
 import redis
 
-from cachewarm import sink
 from cachewarm.errors import DeadlineExceeded, LockLost
 from cachewarm.keys import Keys, key_slot
 from cachewarm.lock import Fence, Lease
+from cachewarm.store.pipe import ScriptPipe
+from cachewarm.store.reads import server_time_ms
+from cachewarm.store.slots import SlotStates, learn_states
+from cachewarm.store.writer import BatchWriter, publish_hot
+from cachewarm.store.writer import invalidate as invalidate_listings
 
 KEYS = Keys("unit", 1)
 
@@ -32,28 +36,28 @@ def client() -> Iterator[redis.Redis]:
 NO_LOCK = Fence(lock_key="x")
 
 
-def learn(client: redis.Redis, ids: list[int] | None = None) -> sink.SlotStates:
+def learn(client: redis.Redis, ids: list[int] | None = None) -> SlotStates:
     """The states of the slots of products 0-999 (or of `ids`)."""
-    pipe = sink.ScriptPipe(client, where="fake")
+    pipe = ScriptPipe(client, where="fake")
     try:
-        return sink.learn_states(pipe, KEYS, list(range(1000)) if ids is None else ids)
+        return learn_states(pipe, KEYS, list(range(1000)) if ids is None else ids)
     finally:
         pipe.close()
 
 
 def writer_for(
-    client: redis.Redis, fence: Fence, states: sink.SlotStates, *, jitter: float = 0.1
-) -> tuple[sink.ScriptPipe, sink.BatchWriter]:
-    pipe = sink.ScriptPipe(client, where="fake", lock_key=fence.lock_key)
-    return pipe, sink.BatchWriter(pipe, KEYS, fence, states, ttl_s=100, jitter=jitter)
+    client: redis.Redis, fence: Fence, states: SlotStates, *, jitter: float = 0.1
+) -> tuple[ScriptPipe, BatchWriter]:
+    pipe = ScriptPipe(client, where="fake", lock_key=fence.lock_key)
+    return pipe, BatchWriter(pipe, KEYS, fence, states, ttl_s=100, jitter=jitter)
 
 
 def write(
     client: redis.Redis,
     fence: Fence,
     items: list[tuple[int, bytes]],
-    states: sink.SlotStates | None = None,
-) -> sink.BatchWriter:
+    states: SlotStates | None = None,
+) -> BatchWriter:
     """One batch, checked against `states` (learned now when not given)."""
     pipe, writer = writer_for(client, fence, states or learn(client))
     try:
@@ -65,9 +69,9 @@ def write(
 
 
 def invalidate(client: redis.Redis, ids: list[int], batch: int = 10) -> int:
-    pipe = sink.ScriptPipe(client, where="fake")
+    pipe = ScriptPipe(client, where="fake")
     try:
-        return sink.invalidate(pipe, KEYS, ids, batch=batch)[1]
+        return invalidate_listings(pipe, KEYS, ids, batch=batch)[1]
     finally:
         pipe.close()
 
@@ -134,7 +138,7 @@ def test_a_lost_slot_state_makes_the_write_skip(client: redis.Redis, how: str) -
 
 def test_unknown_state_never_matches(client: redis.Redis) -> None:
     learn(client)
-    w = write(client, NO_LOCK, [(1, b"x")], sink.SlotStates())
+    w = write(client, NO_LOCK, [(1, b"x")], SlotStates())
     assert w.skipped == {1}
     assert client.get(KEYS.product(1)) is None
 
@@ -163,7 +167,7 @@ def test_fence_accepts_the_holder(client: redis.Redis) -> None:
 
 def test_an_expired_lease_is_refused_even_with_the_token(client: redis.Redis) -> None:
     client.set("lock", "mine")
-    past = Lease(sink.server_time_ms(client) - 1)
+    past = Lease(server_time_ms(client, where="fake") - 1)
     with pytest.raises(LockLost):
         write(client, Fence(lock_key="lock", token="mine", lease=past), [(1, b"x")])
     assert client.get(KEYS.product(1)) is None
@@ -177,13 +181,11 @@ def test_deadline_passed_writes_nothing(client: redis.Redis) -> None:
 
 
 def test_publish_replaces_hot_list_and_meta(client: redis.Redis) -> None:
-    now = sink.server_time_ms(client)
+    now = server_time_ms(client, where="fake")
     client.hset(KEYS.hot_meta, "stale_field", "1")
-    pipe = sink.ScriptPipe(client, where="fake")
+    pipe = ScriptPipe(client, where="fake")
     try:
-        sink.publish_hot(
-            pipe, KEYS, NO_LOCK, b"[3,1]", expire_at_ms=now + 60_000, meta={"size": "2"}
-        )
+        publish_hot(pipe, KEYS, NO_LOCK, b"[3,1]", expire_at_ms=now + 60_000, meta={"size": "2"})
     finally:
         pipe.close()
     assert client.get(KEYS.hot) == b"[3,1]"
@@ -218,7 +220,7 @@ def test_many_batches_pipelined_in_order(client: redis.Redis) -> None:
 def test_touch_refreshes_present_and_reports_missing(client: redis.Redis) -> None:
     client.set(KEYS.product(1), b"a", px=1000)
     client.set(KEYS.product(3), b"c", px=1000)
-    pipe, writer = writer_for(client, NO_LOCK, sink.SlotStates(), jitter=0.5)
+    pipe, writer = writer_for(client, NO_LOCK, SlotStates(), jitter=0.5)
     gone: list[int] = []
     try:
         writer.touch([1, 2, 3, 4], gone.extend)

@@ -2,8 +2,8 @@
 
 Row events of the `[follow]` tables become product ids (both row images of an UPDATE
 count), batched for up to `max_delay` seconds, and go through the same guarded
-invalidation as `cachewarm invalidate`: fresh slot states (sink.py), so a warm in flight
-never writes back what it read before the change.
+invalidation as `cachewarm invalidate`: fresh slot states (cachewarm.store), so a warm
+in flight never writes back what it read before the change.
 
 At least once: the checkpoint (binlog file, offset, GTID) is written, atomically and
 fsynced, only after the invalidations of every event before it were applied, and only
@@ -11,15 +11,12 @@ at a transaction boundary. A restart, a reconnect or a kill -9 replays from ther
 replaying an invalidation is harmless. A checkpoint the server can no longer serve is
 an error, never a silent skip: `--resync` invalidates every cached listing under the
 lock (no warm in flight, so none can write back an old read) and starts from now.
-
-The checkpoint file doubles as the follower's status (`cachewarm status`): position,
-last event, lag, last error.
+The checkpoint file (checkpoint.py) doubles as the follower's status.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -27,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,13 +32,10 @@ from typing import Any
 import pymysql
 import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
-from pymysqlreplication.row_event import UpdateRowsEvent
 
-from . import binlog, lock, metrics, orchestrate, rows, sink, source
-from .binlog import Position
-from .config import Settings, require_queries
-from .errors import (
-    BinlogUnfit,
+from .. import lock, metrics
+from ..config import Settings, require_queries
+from ..errors import (
     CachewarmError,
     ConfigError,
     LockHeld,
@@ -49,9 +43,18 @@ from .errors import (
     SinkError,
     SourceError,
 )
-from .files import ensure_private_dir
-from .keys import Keys
-from .runlog import RunRecord
+from ..files import ensure_private_dir
+from ..keys import Keys
+from ..mysql import source
+from ..pipeline import refill
+from ..runlog import RunRecord
+from ..store.connect import Client, connect, describe
+from ..store.pipe import ScriptPipe
+from ..store.writer import invalidate
+from . import server
+from .changes import Batch, Rows, collect
+from .checkpoint import load_state, lockfile, save_state
+from .server import Position
 
 log = structlog.get_logger("cachewarm")
 
@@ -82,45 +85,6 @@ def require_mapping(settings: Settings) -> None:
     for table, query in f.queries.items():
         if "%(ids)s" not in query:
             raise ConfigError(f"{settings.source}: [follow] queries.{table} must contain %(ids)s")
-
-
-def load_state(path: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"follow checkpoint {path} is unreadable: {exc}") from None
-    return data
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Replace the file so that a crash leaves the old or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def follower_status(settings: Settings) -> dict[str, Any] | None:
-    """What the follower last recorded, or None if this namespace was never followed."""
-    state = load_state(settings.follow_checkpoint)
-    if state is None:
-        return None
-    state["path"] = str(settings.follow_checkpoint)
-    state["running"] = lock.file_lock_holder(lockfile(settings))
-    state["age_s"] = round(time.time() - float(state.get("saved_at", 0)), 1)
-    return state
 
 
 @contextlib.contextmanager
@@ -182,32 +146,13 @@ def follow(
     return follower.totals
 
 
-def lockfile(settings: Settings) -> Path:
-    """Held while a follower runs: a second one exits 75, `status` names the holder."""
-    checkpoint = settings.follow_checkpoint
-    return checkpoint.with_name(checkpoint.name + ".lock")
-
-
-@dataclass
-class _Batch:
-    """Changes read but not yet applied; `safe` is the last transaction boundary read."""
-
-    safe: Position
-    ids: set[int] = field(default_factory=set)
-    keyed: dict[str, set[int]] = field(default_factory=dict)  # query table -> primary keys
-    started: float = 0.0
-
-    def __bool__(self) -> bool:
-        return bool(self.ids or self.keyed)
-
-
 class _Follower:
     def __init__(self, settings: Settings, *, rewarm: bool, stop: threading.Event) -> None:
         self.settings = settings
         self.rewarm = rewarm
         self.stop = stop
         self.keys = Keys(settings.keys.prefix, settings.keys.version)
-        self.where = sink.describe(settings.redis)
+        self.where = describe(settings.redis)
         self.path = settings.follow_checkpoint
         self.columns = dict(settings.follow.tables)
         self.queries = dict(settings.follow.queries)
@@ -216,8 +161,8 @@ class _Follower:
         self.totals = FollowTotals()
         self.record = RunRecord(run_id=secrets.token_hex(6), command="follow")
         self.log = log.bind(run_id=self.record.run_id, command="follow")
-        self.ctl: binlog.Control | None = None
-        self.client: sink.Client | None = None
+        self.ctl: server.Control | None = None
+        self.client: Client | None = None
         self.src: source.Source | None = None
         self.server_id = 0
         self.saved: Position | None = None
@@ -233,12 +178,12 @@ class _Follower:
     def start(self, *, from_now: bool, resync: bool) -> None:
         ensure_private_dir(self.path.parent, f"follow checkpoint {self.path}")
         state = load_state(self.path)
-        self.ctl = binlog.Control(self.settings)
-        self.primary = binlog.check_preconditions(
+        self.ctl = server.Control(self.settings)
+        self.primary = server.check_preconditions(
             self.ctl, self.settings, self.columns, self.queries
         )
         self.server_id = self.ctl.server_id()
-        self.client = sink.connect(self.settings.redis)
+        self.client = connect(self.settings.redis)
         if self.queries:
             self.src = source.Source(self.settings.mysql)
             for table, query in self.queries.items():  # a broken one fails now, not mid-stream
@@ -278,7 +223,7 @@ class _Follower:
             "follow.started",
             position=str(position),
             gtid=position.gtid,
-            server_id=binlog.server_id(self.settings),
+            server_id=server.server_id(self.settings),
             tables=self.tables,
             rewarm=self.rewarm,
         )
@@ -291,14 +236,17 @@ class _Follower:
         invalidation stamps tombstones too, so an `invalidate --rewarm` racing this
         composes with the usual guard.
         """
-        assert self.client is not None
+        client = self.client
+        assert client is not None
         give_up = time.monotonic() + self.settings.run.max_seconds + self.settings.run.lock_ttl
         while True:
             try:
-                with self._lock():
+                with lock.run_lock(
+                    self.settings, self.record.run_id, lambda: contextlib.nullcontext(client)
+                ):
                     ids = [
                         self.keys.product_id(k.decode())
-                        for k in self.client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
+                        for k in client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
                     ]
                     self._invalidate(ids)
                 break
@@ -306,25 +254,6 @@ class _Follower:
                 if time.monotonic() > give_up or self.stop.wait(1.0):
                     raise
         self.log.warning("follow.resync", invalidated=len(ids))
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        assert self.client is not None
-        run = self.settings.run
-        if run.lock == "redis":
-            with lock.redis_lock(
-                self.client,
-                self.keys.lock,
-                self.record.run_id,
-                ttl_s=run.lock_ttl,
-                max_seconds=run.max_seconds,
-            ):
-                yield
-        else:
-            with lock.file_lock(
-                self.settings.lockfile, self.record.run_id, max_seconds=run.max_seconds
-            ):
-                yield
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -337,7 +266,7 @@ class _Follower:
                 self._stream()
                 return
             except _DISCONNECTS as exc:
-                if binlog.is_lost_position(exc):
+                if server.is_lost_position(exc):
                     raise LostPosition(
                         f"MySQL cannot send the binlog from {self.saved} ({source.describe(exc)}); "
                         "changes since then may be missed: run `cachewarm follow --resync`"
@@ -363,19 +292,19 @@ class _Follower:
     def _stream(self) -> None:
         assert self.saved is not None
         if self.client is None:
-            self.client = sink.connect(self.settings.redis)
-        reader, stream = binlog.events(self.settings, self.saved, self.tables)
-        batch = _Batch(self.saved)
+            self.client = connect(self.settings.redis)
+        reader, stream = server.events(self.settings, self.saved, self.tables)
+        batch = Batch(self.saved)
         opened = ""
         delay, most = self.settings.follow.max_delay, self.settings.follow.max_batch
-        wanted, totals = _Rows(self.columns, self.primary), self.totals
+        wanted, totals = Rows(self.columns, self.primary), self.totals
         try:
             for event in stream:
                 kind = type(event)
-                if kind in binlog.ROW_EVENTS:
+                if kind in server.ROW_EVENTS:
                     if not batch:
                         batch.started = time.monotonic()
-                    totals.events += _collect(event, wanted, batch)
+                    totals.events += collect(event, wanted, batch)
                     self.last_event_at, self.lag_s = event.timestamp, time.time() - event.timestamp
                     continue
                 if kind is MariadbGtidEvent:
@@ -396,7 +325,7 @@ class _Follower:
                     or time.monotonic() - batch.started >= delay
                 ):
                     self._flush(batch)
-                    batch = _Batch(batch.safe)
+                    batch = Batch(batch.safe)
                 elif not batch:
                     self._maybe_save(batch.safe, now=stopping)
                 if stopping:
@@ -412,7 +341,7 @@ class _Follower:
         if now or time.time() - self.saved_at > wait:
             self._save(position)
 
-    def _flush(self, batch: _Batch) -> None:
+    def _flush(self, batch: Batch) -> None:
         """Apply a batch, then checkpoint the boundary it was read up to."""
         ids = batch.ids
         for table, keys in batch.keyed.items():
@@ -432,18 +361,16 @@ class _Follower:
         assert self.client is not None
         if not ids:
             return
-        pipe = sink.ScriptPipe(self.client, where=self.where)
+        pipe = ScriptPipe(self.client, where=self.where)
         try:
-            states, deleted = sink.invalidate(
-                pipe, self.keys, ids, batch=self.settings.warm.batch_size
-            )
+            states, deleted = invalidate(pipe, self.keys, ids, batch=self.settings.warm.batch_size)
             self.totals.invalidated += len(ids)
             self.totals.deleted += deleted
             self.totals.batches += 1
             if self.rewarm:
                 if self.src is None:
                     self.src = source.Source(self.settings.mysql)
-                rewarmed, _ = orchestrate.refill(
+                rewarmed, _ = refill(
                     self.settings, self.client, pipe, self.src, ids, states, self.record
                 )
                 self.totals.rewarmed += rewarmed
@@ -526,56 +453,6 @@ class _Follower:
         if self.ctl is not None:
             with contextlib.suppress(pymysql.MySQLError):
                 self.ctl.close()
-
-
-class _Rows:
-    """What `_collect` reads of each watched table: the product-id column, the query key."""
-
-    def __init__(self, columns: dict[str, str], primary: dict[str, str]) -> None:
-        self.columns, self.primary = columns, primary
-        self.slots: dict[str, tuple[int, int]] = {}  # table -> (id slot, key slot), -1: none
-        wanted: dict[str, tuple[str, ...]] = {}
-        for table in {*columns, *primary}:
-            names = tuple(dict.fromkeys(n for n in (columns.get(table), primary.get(table)) if n))
-            wanted[table] = names
-            self.slots[table] = (
-                names.index(columns[table]) if table in columns else -1,
-                names.index(primary[table]) if table in primary else -1,
-            )
-        self.reader = rows.RowReader(wanted, self._missing)
-
-    def _missing(self, event: Any, column: str) -> BinlogUnfit:
-        setting = "tables" if self.columns.get(event.table) == column else "queries"
-        return _no_column(event, column, setting)
-
-
-def _collect(event: Any, wanted: _Rows, batch: _Batch) -> int:
-    """Add the product ids (or query keys) of one row event's rows; returns how many rows.
-
-    A row without the mapped column (renamed or dropped by an ALTER TABLE) stops the
-    follower before its checkpoint: skipping those rows would miss their edits.
-    """
-    table = event.table
-    images = wanted.reader.images(event)
-    product, key = wanted.slots[table]
-    if product >= 0:
-        ids = batch.ids
-        for values in images:
-            value = values[product]
-            if value is not None and value >= 0:
-                ids.add(value)
-    if key >= 0:
-        keys = {v for v in (values[key] for values in images) if v is not None}
-        if keys:
-            batch.keyed.setdefault(table, set()).update(keys)
-    return len(images) // 2 if isinstance(event, UpdateRowsEvent) else len(images)
-
-
-def _no_column(event: Any, column: str, setting: str) -> BinlogUnfit:
-    return BinlogUnfit(
-        f"[follow] {setting}: rows of {event.schema}.{event.table} have no column {column!r} "
-        "(altered?); fix the mapping and restart: the follower resumes before these rows"
-    )
 
 
 def exc_line(exc: BaseException) -> str:

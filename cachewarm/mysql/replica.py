@@ -1,6 +1,6 @@
 """Reading the warm's queries from a replica without ever writing back an old row.
 
-The tombstone guard (sink.py) fences out reads that began before an invalidation. A
+The tombstone guard (cachewarm.store) fences out reads that began before an invalidation. A
 replica adds a second way to read the past: a batch that starts after an invalidation
 can still get the row as it was before the edit, if the replica has not applied the
 edit yet. So before each batch the warm asks the primary for its GTID position, which
@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import structlog
 
-from .config import MySQLSettings
+from ..config import MySQLSettings
 from .source import Source
 
 log = structlog.get_logger("cachewarm")

@@ -4,7 +4,7 @@ The driver is told to hand over DECIMAL, DATE and TIME as the server's own text 
 DATETIME already in ISO 8601, so the hot path never builds Decimal or datetime objects
 only to turn them back into strings. What is left for Python is one dict and one
 C-accelerated `json` call per row; bytes (binary columns) reach `default` and become
-base64. With PyMySQL the rows come raw (see pymysql_rows), and ListingEncoder.raw
+base64. With PyMySQL the rows come raw (see driver_pymysql), and ListingEncoder.raw
 writes each field whose JSON is the server's own text straight from its bytes, by the
 same mapping, with the same bytes as a result.
 

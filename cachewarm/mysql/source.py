@@ -7,7 +7,7 @@ encode.py), so the listing bytes do not depend on the driver.
 
 Every query runs in autocommit mode so it reads a fresh snapshot: a warm that kept one
 REPEATABLE READ transaction across batches would write rows older than the
-invalidations it checked against (see sink.WRITE_SCRIPT).
+invalidations it checked against (see store.scripts.WRITE_SCRIPT).
 
 A run's deadline binds the server too, not only this process: a statement abandoned by
 the client keeps running on the server ("Sending data") until it ends, and a hung one
@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import guard, pymysql_rows
-from .config import MySQLSettings
+from .. import guard
+from ..config import MySQLSettings
+from ..errors import ConfigError, DeadlineExceeded, SourceError
+from ..keys import MAX_ID
+from ..urls import MySQLTarget, mysql_target
+from . import driver_pymysql
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
-from .errors import ConfigError, DeadlineExceeded, SourceError
-from .keys import MAX_ID
-from .urls import MySQLTarget, mysql_target
 
 MY_CNF = Path("~/.my.cnf")
 FETCH_ROWS = 1000  # rows per driver call while streaming
@@ -80,7 +81,7 @@ class _Driver:
     error: type[Exception]
     streaming_cursor: Any
     ahead_cursor: Any = None
-    raw_rows: bool = False  # pymysql_rows: listings read as raw field bytes
+    raw_rows: bool = False  # driver_pymysql: listings read as raw field bytes
 
 
 def _common_kwargs(settings: MySQLSettings, target: MySQLTarget) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
     import MySQLdb
     import MySQLdb.cursors
 
-    from . import mysqlclient_ahead
+    from . import driver_mysqlclient
 
     for name in ("connect_timeout", "read_timeout", "write_timeout"):
         kwargs[name] = max(1, round(kwargs[name]))  # whole seconds only
@@ -131,7 +132,7 @@ def _mysqlclient(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
             else ("VERIFY_CA" if settings.ssl_ca else "REQUIRED")
         )
     return _Driver(
-        MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor, mysqlclient_ahead.CURSOR
+        MySQLdb.connect, MySQLdb.MySQLError, MySQLdb.cursors.SSCursor, driver_mysqlclient.CURSOR
     )
 
 
@@ -145,14 +146,28 @@ def _pymysql(settings: MySQLSettings, kwargs: dict[str, Any]) -> _Driver:
         kwargs.update({f"ssl_{name}": value for name, value in ssl.items()})
         kwargs["ssl_verify_identity"] = settings.ssl_verify_identity
         kwargs["ssl_verify_cert"] = bool(settings.ssl_ca)
-    fast = pymysql_rows.FAST
+    fast = driver_pymysql.FAST
     return _Driver(
-        pymysql_rows.CONNECT,
+        driver_pymysql.CONNECT,
         pymysql.MySQLError,
         pymysql.cursors.SSCursor,
-        ahead_cursor=pymysql_rows.Cursor if fast else None,
+        ahead_cursor=driver_pymysql.Cursor if fast else None,
         raw_rows=fast,
     )
+
+
+class Ahead:
+    """A listing query to send before its result is wanted: the handle a caller passes back.
+
+    Made by the caller with the ids of its next batch and given to `listings(...,
+    then=ahead)`, which sends it once that call's rows are in (when the driver can
+    split a query); `listings(query, ahead)` then reads its result. A result left
+    unread when another query runs is read and dropped, and the handle runs afresh.
+    """
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = ids
+        self.cursor: Any = None  # the statement sent and not yet read
 
 
 class Source:
@@ -172,7 +187,7 @@ class Source:
         self._streaming = driver.streaming_cursor
         self._raw_rows = driver.raw_rows
         self._ahead = driver.ahead_cursor
-        self._sent: tuple[Sequence[int], Any] | None = None  # (ids, cursor) sent ahead
+        self._sent: Ahead | None = None  # sent and not yet read
         self._connect = functools.partial(driver.connect, conv=conversions(self.driver), **kwargs)
         try:
             self._conn = self._connect()
@@ -266,14 +281,15 @@ class Source:
         """An executed cursor; driver errors, also while fetching, become one line.
 
         Streaming for results of unknown size; a listing batch (at most batch_size rows)
-        is read whole, which is cheaper per row. `raw`: rows of field bytes (pymysql_rows).
+        is read whole, which is cheaper per row. `raw`: rows of field bytes (driver_pymysql).
         `sent`: the cursor of a statement _send() sent ahead, whose result is read now.
         """
         cur = sent
         self._running = True  # until seen to its end: close() stops it on the server
         try:
             if self._sent is not None and sent is None:  # sent ahead, then not asked for
-                self._sent[1].receive()
+                self._sent.cursor.receive()
+                self._sent.cursor = None
                 self._sent = None
             if raw:
                 self._conn.raw_rows = True
@@ -303,15 +319,15 @@ class Source:
             return DeadlineExceeded(f"run passed run.max_seconds; {self.where} stopped the {what}")
         return SourceError(f"{self.where}: {what} failed: {describe(exc)}")
 
-    def _send(self, what: str, query: str, ids: Sequence[int]) -> None:
-        """Send the listing query of `ids` now; listings(ids) reads its result later."""
+    def _send(self, what: str, query: str, ahead: Ahead) -> None:
+        """Send the listing query of `ahead` now; listings(query, ahead) reads its result."""
         self._running = True
         try:
             cur = self._conn.cursor(self._ahead)
-            cur.send(self._bounded(cur, query), {"ids": IdList(ids)})
+            cur.send(self._bounded(cur, query), {"ids": IdList(ahead.ids)})
         except self._error as exc:
             raise self._failed(what, exc) from None
-        self._sent = (ids, cur)
+        ahead.cursor, self._sent = cur, ahead
 
     @staticmethod
     def _rows(cur: Any) -> Iterator[Any]:
@@ -390,24 +406,26 @@ class Source:
     def listings(
         self,
         query: str,
-        ids: Sequence[int],
+        batch: Sequence[int] | Ahead,
         *,
         json_columns: Sequence[str] = (),
-        then: Sequence[int] | None = None,
+        then: Ahead | None = None,
     ) -> Iterator[tuple[int, bytes | InvalidJSON]]:
         """(id, listing JSON) for the ids that still have a listing row.
 
         A row whose json_columns value is not JSON comes as (id, InvalidJSON): one bad
         product must not fail the whole run, and its caller decides what to do with it.
 
-        `then`, the ids of the next call: once these rows are in, that query is sent, so
-        the server runs it while the caller encodes and writes these (when the driver can
-        split a query, see _Driver). The next call must then pass that very object.
+        `then`, the next call's batch: once these rows are in, its query is sent, so the
+        server runs it while the caller encodes and writes these (when the driver can
+        split a query, see _Driver). The next call passes it as its `batch`.
         """
-        sent = self._sent[1] if self._sent is not None and self._sent[0] is ids else None
-        if sent is not None:
-            self._sent = None
-        params = {"ids": IdList(ids)}
+        sent = None
+        if isinstance(batch, Ahead):
+            if batch is self._sent:
+                sent, batch.cursor, self._sent = batch.cursor, None, None
+            batch = batch.ids
+        params = {"ids": IdList(batch)}
         raw = self._raw_rows
         with self._query("listing query", query, params, stream=False, raw=raw, sent=sent) as cur:
             try:
@@ -415,7 +433,7 @@ class Source:
             except ValueError as exc:
                 raise SourceError(f"{self.where}: {exc}") from None
             id_index = encoder.id_index
-            encode = encoder.raw(pymysql_rows.raw_columns(cur)) if raw else encoder.encode
+            encode = encoder.raw(driver_pymysql.raw_columns(cur)) if raw else encoder.encode
             rows = cur.fetchall()
         if then is not None and self._ahead is not None:
             self._send("listing query", query, then)

@@ -41,10 +41,10 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from .config import Settings
-from .errors import BinlogUnfit, LostPosition, SourceError
-from .source import connect_args, describe
-from .urls import mysql_target
+from ..config import Settings
+from ..errors import BinlogUnfit, LostPosition, SourceError
+from ..mysql.source import connect_args, describe
+from ..urls import mysql_target
 
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 EVENTS = [*ROW_EVENTS, XidEvent, QueryEvent, RotateEvent, HeartbeatLogEvent, MariadbGtidEvent]

@@ -26,7 +26,7 @@ from typing import Any
 from pymysqlreplication.constants import FIELD_TYPE as T
 from pymysqlreplication.row_event import UpdateRowsEvent
 
-from .errors import BinlogUnfit
+from ..errors import BinlogUnfit
 
 Value = int | None
 Step = tuple[int, int, int, int, bool]  # gap, length-prefix bytes, slot, int size, signed
