@@ -233,8 +233,8 @@ class _Follower:
 
         Under the lock no warm is in flight, so none can write back a value read before
         the changes this follower missed; every later warm reads after them. The
-        invalidation stamps tombstones too, so an `invalidate --rewarm` racing this
-        composes with the usual guard.
+        invalidation replaces the slot states too, so an `invalidate --rewarm` racing
+        this composes with the usual guard.
         """
         client = self.client
         assert client is not None

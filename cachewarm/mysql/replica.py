@@ -1,10 +1,11 @@
 """Reading the warm's queries from a replica without ever writing back an old row.
 
-The tombstone guard (cachewarm.store) fences out reads that began before an invalidation. A
-replica adds a second way to read the past: a batch that starts after an invalidation
-can still get the row as it was before the edit, if the replica has not applied the
-edit yet. So before each batch the warm asks the primary for its GTID position, which
-covers every edit whose invalidation the warm's epoch already counts, and waits (with
+The slot-state guard (cachewarm.store) makes a warm skip any product whose slot an
+invalidation touched after the batch's mark. A replica adds a second way to read the
+past: a batch that starts after an invalidation can still get the row as it was before
+the edit, if the replica has not applied the edit yet. So before each batch the warm
+asks the primary for its GTID position, which covers every edit whose invalidation came
+before the batch's slot-state mark, and waits (with
 MASTER_GTID_WAIT, MariaDB) until the replica has applied it. A replica further behind
 than `[mysql] replica_max_wait` is skipped for that batch: it is read from the primary.
 
@@ -37,7 +38,7 @@ class ReplicaReads:
         self.lagging_batches = 0
 
     def for_batch(self) -> Source:
-        """Call after taking the batch's read epoch, before its listing query."""
+        """Call after taking the batch's slot-state mark, before its listing query."""
         if self.replica.wait_for_gtid(self.primary.gtid_position(), self.max_wait):
             return self.replica
         self.lagging_batches += 1
