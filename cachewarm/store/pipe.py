@@ -3,8 +3,9 @@
 Calls are sent straight as RESP and their replies read a batch behind: Redis applies
 batch n while Python encodes batch n+1, and memory stays bounded by two batches
 whatever the size of the hot set. Scripts are loaded on a node's first use and called by
-EVALSHA; NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK and TRYAGAIN
-re-send that one call, with EVAL, where it belongs now. A call spanning slots that its
+EVALSHA; NOSCRIPT (a flushed or failed-over script cache), MOVED, ASK, TRYAGAIN and a
+cluster node's READONLY (a master a failover demoted) re-send that one call, with EVAL,
+where it belongs now. A call spanning slots that its
 node refuses (a slot moved or moving) is re-sent one slot at a time.
 """
 
@@ -124,6 +125,8 @@ class ScriptPipe:
             node.out, node.bulky = [], False
             try:
                 node.conn.send_packed_command(out, check_health=False)
+            except redis.exceptions.ConnectionError as exc:
+                self._lost(node, [], exc)
             except redis.exceptions.RedisError as exc:
                 raise self._failed(node, exc) from None
         self._batch += 1
@@ -206,14 +209,43 @@ class ScriptPipe:
             self._resend(call, exc)
             return
         except redis.exceptions.ResponseError as exc:
+            if self._demoted(exc):
+                self._resend(call, exc)
+                return
             if not (call.split and not_served(exc)):
                 self._abandon()
                 raise script_error(exc, node.name, self._lock_key) from None
             self._split(call)
             return
+        except redis.exceptions.ConnectionError as exc:
+            self._lost(node, [call], exc)
+            return
         except redis.exceptions.RedisError as exc:
             raise self._failed(node, exc) from None
         call.on_reply(reply)
+
+    def _lost(self, node: _Node, calls: list[Call], exc: redis.exceptions.RedisError) -> None:
+        """A node's connection broke with `calls` and those pending on it unanswered.
+
+        A planned cluster failover closes the demoted master's connections: if the
+        slot map now names another master for every slot those calls write, they are
+        sent there again. Each script runs whole or not at all, and one the old master
+        had run is on the new one (a manual failover waits for the replica to catch
+        up), where running it again changes no outcome (see _split). A node still
+        named master of any of them is down, not demoted: the run fails, as before.
+        """
+        if not self.cluster:
+            raise self._failed(node, exc)
+        calls += [call for _, n, call in self._pending if n is node]
+        self._pending = deque(entry for entry in self._pending if entry[1] is not node)
+        node.conn.disconnect()
+        node.pool.release(node.conn)
+        del self._nodes[node.name]
+        self._refresh()
+        if any(self._pool_for(call.slot)[1] == node.name for call in calls):
+            raise self._failed(node, exc)
+        for call in calls:
+            self._resend(call, None)
 
     def _split(self, call: Call) -> None:
         """Re-send a call its node refused (a slot of it moved or is moving) slot by slot.
@@ -229,11 +261,15 @@ class ScriptPipe:
     def _resend(self, call: Call, exc: redis.exceptions.ResponseError | None) -> None:
         """Send one call again, with EVAL, where the cluster says its slot is served now
         (where the slot map says, for `exc` None), and hand its reply on."""
-        for _ in range(REDIRECTS):
+        for attempt in range(REDIRECTS):
             asking = isinstance(exc, redis.exceptions.AskError) and not isinstance(
                 exc, redis.exceptions.MovedError
             )
             if isinstance(exc, redis.exceptions.MovedError):
+                self._refresh()
+            elif exc is not None and self._demoted(exc):
+                # The nodes agreeing on the failover: backing off, 12 s over all tries.
+                time.sleep(TRYAGAIN_PAUSE_S * 2**attempt)
                 self._refresh()
             elif isinstance(exc, redis.exceptions.TryAgainError):
                 time.sleep(TRYAGAIN_PAUSE_S)  # the slot's keys are moving between nodes
@@ -255,6 +291,9 @@ class ScriptPipe:
                 exc = again
                 continue
             except redis.exceptions.ResponseError as failed:
+                if self._demoted(failed):
+                    exc = failed
+                    continue
                 if call.split and not_served(failed):
                     self._split(call)
                     return
@@ -270,6 +309,20 @@ class ScriptPipe:
             return
         self._abandon()
         raise SinkError(f"{self._where} kept redirecting slot {call.slot}: {exc}")
+
+    def _demoted(self, exc: redis.exceptions.ResponseError) -> bool:
+        """A cluster node refusing writes during a failover: READONLY (the slot's master
+        is a replica now) or a script's "cluster is down" (the nodes still agreeing).
+
+        Followed like MOVED, after a pause (the slot map is re-read and the call sent
+        to the master it names): each script runs whole or not at all, so a refused
+        call wrote nothing. On one Redis it stays an error: nothing would send the
+        call anywhere else.
+        """
+        return self.cluster and (
+            isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.ClusterDownError)
+            or "while the cluster is down" in str(exc)
+        )
 
     def _refresh(self) -> None:
         """Re-read the slot map (after MOVED): later calls go to the new owners."""

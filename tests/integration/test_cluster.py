@@ -7,6 +7,8 @@ fixtures (`redis_url`, `redis_client`, `key_prefix`, `make_config`) at the clust
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from pymysql.connections import Connection
 from redis.cluster import RedisCluster
 
 import cachewarm as cw
+from cachewarm.config import load_settings
 from cachewarm.keys import Keys, key_slot
 from cachewarm.store.scripts import ACROSS, WRITE
 from tests.helpers import (
@@ -339,5 +342,74 @@ def test_a_master_failing_over_to_its_replica_mid_run(
         assert again.returncode == 0, again.stderr
         assert_every_hot_listing_current(client, key_prefix)
     finally:
+        client.close()
+        cluster.stop()
+
+
+def role(node: servers.Server) -> str:
+    client = node_client(node)
+    try:
+        return str(client.info("replication")["role"])
+    except redis.exceptions.RedisError:
+        return "unknown"
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(300)
+def test_planned_failovers_back_and_forth_during_warms_fail_no_run(
+    make_config: MakeConfig, tmp_path: Path, key_prefix: str
+) -> None:
+    """CLUSTER FAILOVER on replicas while warms write: the demoted master answers
+    READONLY, which the writer follows like MOVED. Every run exits 0; none is stale."""
+    cluster = servers.start_redis_cluster(tmp_path / "cluster", replicas=1)
+    client = cluster_client(cluster.url)
+    stop, failovers, tries = threading.Event(), [], [0]
+
+    def fail_over() -> None:
+        while not stop.is_set():
+            replicas = [n for n in cluster.nodes if role(n) == "slave"]
+            if not replicas:
+                stop.wait(0.1)  # a node between roles
+                continue
+            replica = replicas[tries[0] % len(replicas)]
+            tries[0] += 1
+            promote = node_client(replica)
+            try:
+                promote.cluster("FAILOVER")
+            except redis.exceptions.RedisError:
+                stop.wait(0.2)  # its master is still syncing it: another one next
+                continue
+            finally:
+                promote.close()
+            deadline = time.monotonic() + 10
+            while role(replica) != "master" and time.monotonic() < deadline:
+                time.sleep(0.05)  # the handover: a few cluster-bus round trips
+            if role(replica) == "master":  # a manual failover can also time out
+                failovers.append(replica.port)
+            stop.wait(0.3)
+
+    try:
+        config = make_config(
+            redis_url=cluster.url,
+            nodes=cluster.seeds,
+            listing_query=slow_listing_query(0.01),
+            batch_size=8,
+        )
+        mover = threading.Thread(target=fail_over, daemon=True)
+        mover.start()
+        results: list[tuple[int, str]] = []
+        while len(results) < 4 or (len(failovers) < 4 and len(results) < 20):
+            result = cachewarm("--config", str(config), "run", "--full", timeout=120)
+            results.append((result.returncode, result.stderr))
+        stop.set()
+        mover.join(timeout=30)
+        assert len(failovers) >= 4, (failovers, tries)
+        assert results == [(0, "")] * len(results)
+        assert_every_hot_listing_current(client, key_prefix)
+        report = cw.dry_run(load_settings(config, env={}))
+        assert (report.new, report.changed, report.would_remove) == (0, 0, 0)
+    finally:
+        stop.set()
         client.close()
         cluster.stop()
