@@ -89,6 +89,12 @@ def show(config: Path, product_id: int) -> bytes:
     return result.stdout
 
 
+@pytest.fixture(params=LANGUAGES)
+def command(request: pytest.FixtureRequest) -> list[str]:
+    """The snippet of each language, found (or skipped) before any server is set up."""
+    return reader(request.param)
+
+
 @dataclass
 class Warmed:
     config: Path
@@ -121,9 +127,10 @@ def warmed(
         client.close()
 
 
-@pytest.mark.parametrize("language", LANGUAGES)
-def test_a_reader_gets_the_listing_and_hot_list_as_stored(warmed: Warmed, language: str) -> None:
-    command, keys = reader(language), warmed.settings.keys
+def test_a_reader_gets_the_listing_and_hot_list_as_stored(
+    command: list[str], warmed: Warmed
+) -> None:
+    keys = warmed.settings.keys
     hot_list = warmed.client.get(keys.hot)
     assert isinstance(hot_list, bytes)
     hot = json.loads(hot_list)
@@ -146,10 +153,9 @@ def test_a_reader_gets_the_listing_and_hot_list_as_stored(warmed: Warmed, langua
     assert (got.returncode, got.stderr, got.stdout) == (0, b"", hot_list)
 
 
-@pytest.mark.parametrize("language", LANGUAGES)
-def test_a_miss_prints_nothing_and_exits_1(warmed: Warmed, language: str) -> None:
+def test_a_miss_prints_nothing_and_exits_1(command: list[str], warmed: Warmed) -> None:
     keys = warmed.settings.keys
-    got = read(reader(language), warmed.address, keys, "999999")
+    got = read(command, warmed.address, keys, "999999")
     assert (got.returncode, got.stdout) == (1, b"")
     assert got.stderr == f"{keys.product(999999)} is not cached: read it from MySQL\n".encode()
 
@@ -180,11 +186,10 @@ def guarded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
             node.stop()
 
 
-@pytest.mark.parametrize("language", LANGUAGES)
 def test_a_reader_takes_the_password_from_the_environment_and_never_prints_it(
-    guarded: tuple[str, Keys, bytes], language: str
+    command: list[str], guarded: tuple[str, Keys, bytes]
 ) -> None:
-    command, (address, keys, listing) = reader(language), guarded
+    address, keys, listing = guarded
     got = read(command, address, keys, "7", PASSWORD)
     assert (got.returncode, got.stdout, got.stderr) == (0, listing, b"")
     for password in (WRONG_PASSWORD, None):
