@@ -125,7 +125,7 @@ def _hot_query(
     settings: Settings, src: Source, ids: list[int], denied: list[str]
 ) -> Iterator[Finding]:
     try:
-        ids += src.hot_ids(settings.warm.hot_query, SAMPLE_IDS)
+        ids += src.hot_ids(settings.warm.hot_query, SAMPLE_IDS, max_id=settings.keys.max_hot_id)
     except SourceError as exc:
         if DENIED.search(str(exc)):
             denied.append(str(exc))

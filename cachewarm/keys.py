@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 MAX_ID = 2**64 - 1  # BIGINT UNSIGNED
+# The largest hot id a reader in JavaScript reads exactly: JSON.parse makes every number
+# a double. Above it the hot list would name a product the reader then cannot find.
+MAX_SAFE_ID = 2**53 - 1
 SLOTS = 16384  # Redis Cluster's hash slots; the guard keeps one state per slot everywhere
 
 
@@ -49,6 +52,14 @@ class Keys:
 
     prefix: str = "cachewarm"
     version: int = 1
+    # Publish hot ids above MAX_SAFE_ID too: only when no reader decodes the hot list
+    # with doubles (JavaScript's JSON.parse; see docs/readers.md).
+    allow_big_ids: bool = False
+
+    @property
+    def max_hot_id(self) -> int:
+        """The largest id the hot list may hold."""
+        return MAX_ID if self.allow_big_ids else MAX_SAFE_ID
 
     @property
     def base(self) -> str:

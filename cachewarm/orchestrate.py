@@ -142,7 +142,7 @@ def _hot_ids(settings: Settings, src: Source, record: RunRecord) -> Sequence[int
     it, so the run log says "empty" and the last-success metric stays where it was.
     """
     record.stage = f"running the hot query on {src.where}"
-    ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit)
+    ids = src.hot_ids(settings.warm.hot_query, settings.warm.limit, max_id=settings.keys.max_hot_id)
     record.hot, record.hot_ids = len(ids), list(ids[: runlog.HOT_IDS_LOGGED])
     log.info("hot.selected", run_id=record.run_id, hot=len(ids))
     if not ids:  # never replace a non-empty hot list with nothing: likely a bad query

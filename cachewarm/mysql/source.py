@@ -35,7 +35,7 @@ from typing import Any
 from .. import guard
 from ..config import MySQLSettings
 from ..errors import ConfigError, DeadlineExceeded, SourceError
-from ..keys import MAX_ID
+from ..keys import MAX_ID, MAX_SAFE_ID
 from ..urls import MySQLTarget, mysql_target
 from . import driver_pymysql
 from .encode import IdList, InvalidJSON, ListingEncoder, conversions
@@ -334,11 +334,12 @@ class Source:
         while rows := cur.fetchmany(FETCH_ROWS):
             yield from rows
 
-    def hot_ids(self, query: str, limit: int) -> array[int]:
+    def hot_ids(self, query: str, limit: int, *, max_id: int = MAX_SAFE_ID) -> array[int]:
         """Run the hot query; ids hottest first, repeats dropped, at most `limit`.
 
         Streamed into an array of 8-byte ids: a million hot ids cost 8 MB, not the
-        ~100 MB a buffered result of tuples would.
+        ~100 MB a buffered result of tuples would. An id above `max_id` (Keys.max_hot_id)
+        fails the run before anything is written.
         """
         ids: array[int] = array("Q")
         with self._query("hot query", query, {"limit": limit}) as cur:
@@ -351,8 +352,8 @@ class Source:
             for n, (value,) in enumerate(self._rows(cur), 1):
                 append(
                     value
-                    if type(value) is int and 0 <= value <= MAX_ID
-                    else _as_id(value, n, "hot")
+                    if type(value) is int and 0 <= value <= max_id
+                    else _as_id(value, n, "hot", max_id)
                 )
                 if len(ids) >= check_at:  # `limit` rows, but are they `limit` distinct ids?
                     ids = _drop_repeats(ids)
@@ -473,10 +474,10 @@ def _drop_repeats(ids: array[int]) -> array[int]:
     return kept
 
 
-def _as_id(value: object, row: int, query: str) -> int:
-    if type(value) is int and 0 <= value <= MAX_ID:
+def _as_id(value: object, row: int, query: str, max_id: int = MAX_ID) -> int:
+    if type(value) is int and 0 <= value <= max_id:
         return value
-    if type(value) is bytes and value.isdigit() and int(value) <= MAX_ID:  # a raw row's id
+    if type(value) is bytes and value.isdigit() and int(value) <= max_id:  # a raw row's id
         return int(value)
     if isinstance(value, str | bytes | decimal.Decimal) and _digits(value):
         number = int(value)
@@ -486,6 +487,12 @@ def _as_id(value: object, row: int, query: str) -> int:
         raise SourceError(f"{query} query returned a non-integer id {value!r}{_at(row)}")
     if not 0 <= number <= MAX_ID:
         raise SourceError(f"{query} query returned an out-of-range id {value!r}{_at(row)}")
+    if number > max_id:
+        raise SourceError(
+            f"{query} query returned id {number}{_at(row)}, above {max_id} (2^53-1), which "
+            "JavaScript readers of the hot list would misread; [keys] allow_big_ids = true "
+            "writes it anyway"
+        )
     return number
 
 
