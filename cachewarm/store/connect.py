@@ -64,7 +64,13 @@ def connect(settings: RedisSettings) -> Client:
     except ERRORS as exc:
         if client is not None:
             client.close()
-        raise SinkError(f"cannot connect to {where}: {exc}") from None
+        hint = ""
+        if settings.password is None and isinstance(exc, redis.exceptions.AuthenticationError):
+            hint = (
+                " (it wants a password and none is set: CACHEWARM_REDIS_PASSWORD or "
+                "[redis] password)"
+            )
+        raise SinkError(f"cannot connect to {where}: {exc}{hint}") from None
     return client
 
 

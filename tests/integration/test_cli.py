@@ -23,6 +23,7 @@ from tests.helpers import (
     ShopDB,
     cachewarm,
     on_a_terminal,
+    one_line,
     running,
     runs,
     snapshot,
@@ -234,6 +235,24 @@ def test_wrong_redis_password_never_printed(make_config: MakeConfig, redis_serve
     assert result.returncode == 1
     assert "WrongRedisPw" not in result.stderr + result.stdout
     assert "cannot connect to Redis" in result.stderr
+
+
+def test_a_redis_that_wants_a_password_and_got_none_names_the_setting(
+    make_config: MakeConfig, redis_server: object
+) -> None:
+    from servers import Server
+
+    assert isinstance(redis_server, Server)
+    client = redis.Redis.from_url(redis_server.url)
+    client.config_set("requirepass", "right-redis-pw")
+    client.close()
+    result = cachewarm("--config", str(make_config(redis_url=redis_server.url)), "run")
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith("cachewarm: error: cannot connect to Redis at ")
+    assert line.endswith(
+        "(it wants a password and none is set: CACHEWARM_REDIS_PASSWORD or [redis] password)"
+    )
 
 
 def test_cli_runner_drives_the_same_commands(make_config: MakeConfig) -> None:
