@@ -4,6 +4,7 @@ The library API the CLI is built on; call it from Python with resolved Settings,
 `run_guard` when the process should get the CLI's deadline and signal handling too.
 """
 
+from .audit import AuditReport, audit
 from .config import Settings, load_settings
 from .errors import CachewarmError
 from .guard import run_guard
@@ -14,6 +15,7 @@ from .views import StatusReport, show, status
 __version__ = "0.1.0"  # also in pyproject.toml; test_docs keeps the two in step
 
 __all__ = [
+    "AuditReport",
     "CachewarmError",
     "DryRunReport",
     "InvalidateResult",
@@ -21,6 +23,7 @@ __all__ = [
     "Settings",
     "StatusReport",
     "__version__",
+    "audit",
     "dry_run",
     "invalidate",
     "load_settings",
