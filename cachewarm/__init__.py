@@ -4,12 +4,12 @@ The library API the CLI is built on; call it from Python with resolved Settings,
 `run_guard` when the process should get the CLI's deadline and signal handling too.
 """
 
-from .audit import AuditReport, audit
 from .config import Settings, load_settings
 from .errors import CachewarmError
 from .guard import run_guard
 from .keys import Keys
 from .orchestrate import DryRunReport, InvalidateResult, dry_run, invalidate, warm
+from .staleness import AuditReport, audit
 from .views import StatusReport, show, status
 
 __version__ = "0.1.0"  # also in pyproject.toml; test_docs keeps the two in step

@@ -17,12 +17,12 @@ import click
 
 from . import __version__, check, output, render, views
 from . import orchestrate as api
-from .audit import audit
 from .binlog import follow
 from .errors import EX_FAILED
 from .exits import Group, Options
 from .guard import run_guard
 from .keys import parse_id, parse_ids
+from .staleness import audit
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from . import lock
-from .audit import AuditReport
 from .check import CheckReport
 from .orchestrate import DryRunReport
 from .pipeline import Progress
+from .staleness import AuditReport
 from .views import StatusReport
 
 
