@@ -14,7 +14,7 @@ import redis
 from pymysql.connections import Connection
 
 import cachewarm as cw
-from cachewarm import staleness
+from cachewarm import check, staleness
 from cachewarm.config import Settings
 from tests.helpers import MakeConfig, MakeSettings, cachewarm, one_line, runs, snapshot
 from tests.prometheus import read, value
@@ -274,3 +274,19 @@ def test_audit_metrics_go_to_its_own_textfile(
     assert value(series, "cachewarm_audit_checked_listings", **labels) == len(hot)
     last = value(series, "cachewarm_audit_last_timestamp_seconds", **labels)
     assert last is not None and before - 1 <= last <= time.time() + 1
+
+
+def test_check_reports_an_unwritable_audit_textfile(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    in_the_way = tmp_path / "not-a-dir"
+    in_the_way.write_text("")
+    env = {"CACHEWARM_AUDIT_TEXTFILE": str(in_the_way / "textfile" / "cachewarm_audit.prom")}
+    report = check.check(make_config(), env=env)
+    found = [f for f in report.findings if f.check == "audit_textfile"]
+    assert [(f.status, f.message) for f in found] == [
+        (
+            check.FAIL,
+            f"cannot create {env['CACHEWARM_AUDIT_TEXTFILE']}: {in_the_way} is not a directory",
+        )
+    ]
