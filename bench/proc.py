@@ -45,9 +45,11 @@ class Sample:
     stderr: str
 
 
-def run_child(argv: Sequence[str], *, stdin: bytes | None = None, cwd: Path = ROOT) -> Sample:
+def run_child(
+    argv: Sequence[str], *, stdin: bytes | None = None, cwd: Path = ROOT, ok: Sequence[int] = (0,)
+) -> Sample:
     """Run one process under GNU time for its peak RSS (for a shell pipeline, the largest of
-    its stages); a non-zero exit raises with the tail of its stderr.
+    its stages); an exit code not in `ok` raises with the tail of its stderr.
 
     Not os.wait4 on a direct child: a child forked from this process inherits this
     process's RSS as its ru_maxrss floor; GNU time is small and forks the real child.
@@ -78,7 +80,7 @@ def run_child(argv: Sequence[str], *, stdin: bytes | None = None, cwd: Path = RO
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
         )
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise RuntimeError(f"{shlex.join(argv)} exited {proc.returncode}:\n{sample.stderr[-3000:]}")
     return sample
 

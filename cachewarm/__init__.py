@@ -9,11 +9,13 @@ from .errors import CachewarmError
 from .guard import run_guard
 from .keys import Keys
 from .orchestrate import DryRunReport, InvalidateResult, dry_run, invalidate, warm
+from .staleness import AuditReport, audit
 from .views import StatusReport, show, status
 
 __version__ = "0.1.0"  # also in pyproject.toml; test_docs keeps the two in step
 
 __all__ = [
+    "AuditReport",
     "CachewarmError",
     "DryRunReport",
     "InvalidateResult",
@@ -21,6 +23,7 @@ __all__ = [
     "Settings",
     "StatusReport",
     "__version__",
+    "audit",
     "dry_run",
     "invalidate",
     "load_settings",

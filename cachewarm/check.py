@@ -331,6 +331,8 @@ def _files(settings: Settings) -> Iterator[Finding]:
     yield _writable("run_log", settings.runlog, user)
     if settings.run.metrics_file:
         yield _writable("metrics_file", Path(settings.run.metrics_file), user)
+    if settings.audit.textfile:
+        yield _writable("audit_textfile", Path(settings.audit.textfile), user)
 
 
 def _writable(check_name: str, path: Path, user: str) -> Finding:

@@ -22,6 +22,7 @@ from .errors import EX_FAILED
 from .exits import Group, Options
 from .guard import run_guard
 from .keys import parse_id, parse_ids
+from .staleness import audit
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -183,6 +184,34 @@ def follow_cmd(opts: Options, from_now: bool, resync: bool, rewarm: bool | None)
     stop = threading.Event()
     with follow.stop_on_signals(stop):
         follow.follow(opts.settings(), from_now=from_now, resync=resync, rewarm=rewarm, stop=stop)
+
+
+@cli.command(name="audit")
+@click.option(
+    "--sample", type=int, metavar="N", help="Check N hot listings at random [audit.sample]."
+)
+@click.option(
+    "--all", "every", is_flag=True, help="Check every cached listing (the hot list's, then SCAN)."
+)
+@click.option("--fix", is_flag=True, help="Rewarm the stale listings from MySQL, as --rewarm does.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def audit_cmd(opts: Options, sample: int | None, every: bool, fix: bool, as_json: bool) -> None:
+    """Measure how stale the cache is: compare cached listings with what a warm writes.
+
+    A listing that differs is compared again after [audit] recheck_after seconds and
+    reported only if it still does. Exit 0 when nothing is stale, 1 when something is
+    (also when --fix repaired it). Without --fix, writes nothing to Redis, MySQL or the
+    run log; only [audit] textfile, when set.
+    """
+    settings = opts.settings()
+    with run_guard(settings.run.max_seconds):
+        report = audit(settings, sample=sample, every=every, fix=fix)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        render.audit(report, fixing=fix)
+    sys.exit(EX_FAILED if report.stale else 0)
 
 
 @cli.command(name="check")

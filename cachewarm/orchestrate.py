@@ -104,7 +104,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         reader.run(
             to_read,
             writer,
-            evidence=_cached_evidence(client, keys, where, changed),
+            evidence=cached_evidence(client, keys, where, changed),
             progress=progress,
             where=where,
         )
@@ -181,7 +181,7 @@ def _cold(ids: Sequence[int], changed: set[int]) -> set[int]:
     return changed.difference(i for i in ids if i in changed)
 
 
-def _cached_evidence(client: Client, keys: Keys, where: str, changed: set[int] | None) -> Evidence:
+def cached_evidence(client: Client, keys: Keys, where: str, changed: set[int] | None) -> Evidence:
     """The broken-query guard's evidence: ids with a listing cached now, not reported changed.
 
     A changed id may have lost its row for good reason (deleted, hidden by the listing
@@ -333,7 +333,7 @@ def dry_run(
         reader.run(
             to_read,
             report,
-            evidence=_cached_evidence(client, keys, where, changed),
+            evidence=cached_evidence(client, keys, where, changed),
             progress=progress,
             where="the comparison",
         )

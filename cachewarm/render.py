@@ -14,6 +14,7 @@ from . import lock
 from .check import CheckReport
 from .orchestrate import DryRunReport
 from .pipeline import Progress
+from .staleness import AuditReport
 from .views import StatusReport
 
 
@@ -27,6 +28,24 @@ def dry_run(report: DryRunReport) -> None:
     click.echo(f"  hot list: {'would change' if report.hot_changed else 'unchanged'}")
     for state, key, size in report.samples:
         click.echo(f"  {state:<8} {key} ({size} bytes)")
+
+
+AUDIT_SHOWN_IDS = 10  # stale ids named in audit's summary line
+
+
+def audit(report: AuditReport, *, fixing: bool) -> None:
+    """One line; the verdict is the exit code, every stale id is in --json."""
+    source = "cached listings" if report.hot_published else "listings (no hot list published)"
+    line = (
+        f"audit: {report.checked} {source} checked, {report.stale} stale, {report.missing} missing"
+    )
+    if report.stale_ids:
+        shown = ", ".join(map(str, report.stale_ids[:AUDIT_SHOWN_IDS]))
+        more = report.stale - AUDIT_SHOWN_IDS
+        line += f"; stale ids {shown}" + (f" and {more} more" if more > 0 else "")
+    if fixing:
+        line += f"; fixed {report.fixed}"
+    click.echo(line)
 
 
 def check(report: CheckReport) -> None:

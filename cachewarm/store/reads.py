@@ -6,7 +6,7 @@ these freely; a failure is a SinkError naming `where`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from redis.cluster import RedisCluster
 
@@ -60,3 +60,16 @@ def current_values(
             client.mget_nonatomic(names) if isinstance(client, RedisCluster) else client.mget(names)
         )
     return [v if isinstance(v, bytes) else None for v in values]
+
+
+def listing_ids(client: Client, keys: Keys, *, where: str) -> Iterator[int]:
+    """Ids of every cached listing of this prefix and version, by SCAN (on every master).
+
+    SCAN may name a key twice or miss one written or deleted while it runs; a key under
+    the pattern whose last part is not an id is none of cachewarm's and is passed over.
+    """
+    with failing_as(where):
+        for name in client.scan_iter(match=keys.product_pattern, count=1000):
+            tail = name.rpartition(b":")[2]
+            if tail.isdigit():
+                yield int(tail)

@@ -34,6 +34,12 @@ from tests.helpers import (
     start,
     wait_for,
 )
+from tests.integration.test_audit import (
+    test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm,
+    test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart,
+    test_audit_without_fix_writes_nothing,
+    test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none,
+)
 from tests.integration.test_cli import test_kill_9_mid_run_then_next_run_succeeds
 from tests.integration.test_reliability import (
     finish,
@@ -59,7 +65,11 @@ from tests.integration.topologies import (
 )
 
 __all__ = [  # collected here again, against the cluster
+    "test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm",
+    "test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart",
+    "test_audit_without_fix_writes_nothing",
     "test_empty_hot_query_keeps_the_published_list",
+    "test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none",
     "test_hung_query_stops_at_max_seconds_and_names_what_hung",
     "test_invalidate_rewarm_writes_the_fresh_row",
     "test_invalidation_during_a_warm_is_never_overwritten_with_stale_data",
