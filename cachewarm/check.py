@@ -24,6 +24,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from . import parts
 from .config import Settings, load_settings, require_queries
 from .errors import ConfigError, SinkError, SourceError
 from .mysql.encode import IdList, InvalidJSON
@@ -73,6 +74,7 @@ def check(config: str | Path | None = None, *, env: Mapping[str, str] | None = N
         report.findings.append(Finding("config", FAIL, str(exc)))
         return report
     report.findings.append(Finding("config", OK, f"loaded {settings.source}"))
+    report.findings.append(Finding("parts", OK, parts.describe(settings.mysql.driver)))
     report.findings += [Finding("config", WARN, note) for note in settings.notes]
     sample: list[bytes] = []
     report.findings += _mysql(settings, sample)

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from . import __version__, check, output, render, views
+from . import __version__, check, output, parts, render, views
 from . import orchestrate as api
 from .binlog import follow
 from .errors import EX_FAILED
@@ -23,6 +23,12 @@ from .exits import Group, Options
 from .guard import run_guard
 from .keys import parse_id, parse_ids
 from .staleness import audit
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, wanted: bool) -> None:
+    if wanted and not ctx.resilient_parsing:
+        click.echo(f"cachewarm {__version__}\n{parts.describe()}")
+        ctx.exit()
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +55,14 @@ from .staleness import audit
     show_default=True,
     help="Colors on a terminal; auto honours NO_COLOR and FORCE_COLOR.",
 )
-@click.version_option(__version__, prog_name="cachewarm")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the active MySQL driver, JSON encoder and Redis parser.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,

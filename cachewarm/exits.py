@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from . import output
+from . import output, parts
 from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
 from .urls import scrub
@@ -45,8 +45,10 @@ class Options:
             color=self.color,
             secrets=self.secrets,
         )
+        log = structlog.get_logger("cachewarm")
+        log.debug("cachewarm.parts", parts=parts.describe(settings.mysql.driver))
         for note in settings.notes:
-            structlog.get_logger("cachewarm").warning("config.warning", message=note)
+            log.warning("config.warning", message=note)
         return settings
 
 

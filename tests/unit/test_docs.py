@@ -116,7 +116,7 @@ def test_help_names_every_command_and_no_secret() -> None:
         assert sub.returncode == 0 and "Usage: cachewarm " + command in sub.stdout
         assert "help-secret-pw" not in sub.stdout
     assert "75" in top.stdout
-    assert run_cachewarm("--version").stdout.startswith("cachewarm, version ")
+    assert run_cachewarm("--version").stdout.startswith(f"cachewarm {cachewarm.__version__}\n")
 
 
 def test_readme_is_a_front_door() -> None:
