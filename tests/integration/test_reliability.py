@@ -83,6 +83,8 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
             assert json.loads(value)["name"] == f"edited {product_id}", "stale listing resurrected"
         else:
             assert product_id not in hot, "hot list names a product without a listing"
+    audited = cw.audit(admin, every=True)  # every cached listing, not only the raced ones
+    assert audited.stale == 0 and audited.checked >= len(raced), audited.stale_ids
 
 
 # --- 2. timeouts ---------------------------------------------------------------------------
