@@ -25,8 +25,9 @@ import redis
 import redis.exceptions
 
 from . import parts
+from .binlog import server
 from .config import Settings, load_settings, require_queries
-from .errors import ConfigError, SinkError, SourceError
+from .errors import BinlogUnfit, ConfigError, SinkError, SourceError
 from .mysql.encode import IdList, InvalidJSON
 from .mysql.source import Source
 from .pipeline import Rejections
@@ -41,6 +42,7 @@ LARGE_ESTIMATE = 100_000  # rows a temporary table or filesort may cover before 
 KEY_OVERHEAD = 100  # bytes Redis spends per listing besides the value: key, entry, expiry
 DENIED = re.compile(r"\[(1142|1143|1044)\]$")  # table, column, database access denied
 NEEDED_PRIVILEGES = {"SELECT", "USAGE"}  # USAGE is "no privilege"
+FOLLOW_PRIVILEGES = {spelling for names in server.GRANTS.values() for spelling in names}
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def check(config: str | Path | None = None, *, env: Mapping[str, str] | None = N
     report.findings += [Finding("config", WARN, note) for note in settings.notes]
     sample: list[bytes] = []
     report.findings += _mysql(settings, sample)
+    report.findings += _follow(settings)
     report.findings += _redis(settings, sample)
     report.findings += _files(settings)
     secrets = settings.secrets()
@@ -108,7 +111,7 @@ def _mysql(settings: Settings, sample: list[bytes]) -> Iterator[Finding]:
             ids: list[int] = []
             yield from _hot_query(settings, src, ids, denied)
             yield from _listing_query(settings, src, ids, sample, denied)
-            yield _grants(src, denied)
+            yield _grants(src, denied, follows=_follows(settings))
             if not denied:
                 yield _explain(settings, src)
         except SourceError as exc:  # the connection broke between checks
@@ -199,19 +202,50 @@ def _listing_query(
         yield Finding("listing_query", OK, f"{rows}; columns: {names}")
 
 
-def _grants(src: Source, denied: list[str]) -> Finding:
+def _grants(src: Source, denied: list[str], *, follows: bool) -> Finding:
+    """SELECT is all a warm needs; `follow` (when `[follow]` is set) also needs the
+    replication grants, which are then no excess (the follow finding checks them)."""
     if denied:
         return Finding("grants", FAIL, "; ".join(denied))
     _, rows = src.rows("SHOW GRANTS", "SHOW GRANTS FOR CURRENT_USER()", {})
-    extra = sorted(set().union(*(_privileges(str(row[0])) for row in rows)) - NEEDED_PRIVILEGES)
+    needed = NEEDED_PRIVILEGES | (FOLLOW_PRIVILEGES if follows else set())
+    extra = sorted(set().union(*(_privileges(str(row[0])) for row in rows)) - needed)
+    what = "SELECT and the replication grants" if follows else "SELECT only"
     if extra:
         return Finding(
             "grants",
             WARN,
             f"the queries run; the user also has {', '.join(extra)}, which cachewarm never "
-            "needs: SELECT on the tables the queries read is enough",
+            f"needs: {what} on the tables the queries read is enough",
         )
-    return Finding("grants", OK, "the queries run with SELECT only, all cachewarm needs")
+    return Finding("grants", OK, f"the queries run with {what}, all cachewarm needs")
+
+
+def _follows(settings: Settings) -> bool:
+    return bool(settings.follow.tables or settings.follow.queries)
+
+
+def _follow(settings: Settings) -> Iterator[Finding]:
+    """With `[follow]` set: what `follow` checks at start, so cron's check covers it too."""
+    if not _follows(settings):
+        return
+    try:
+        ctl = server.Control(settings)
+        try:
+            server.check_preconditions(
+                ctl, settings, settings.follow.tables, settings.follow.queries
+            )
+        finally:
+            ctl.close()
+    except (BinlogUnfit, SourceError) as exc:
+        yield Finding("follow", FAIL, str(exc))
+        return
+    yield Finding(
+        "follow",
+        OK,
+        "binlog ROW with FULL row images and metadata, the replication grants and the "
+        "[follow] tables are what follow needs",
+    )
 
 
 def _privileges(grant: str) -> set[str]:

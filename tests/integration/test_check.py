@@ -105,6 +105,7 @@ def test_a_working_config_passes_and_writes_nothing(
     assert set(statuses(report).values()) == {check.OK}, report.findings
     assert list(statuses(report)) == [
         "config",
+        "parts",
         "mysql",
         "hot_query",
         "listing_query",
