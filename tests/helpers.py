@@ -72,6 +72,24 @@ def require_command(name: str, package: str) -> str:
     return path
 
 
+@contextlib.contextmanager
+def mysql_user(server_url: str, grants: str) -> Iterator[tuple[str, str]]:
+    """A MySQL user with these grants (e.g. "SELECT ON *.*"), dropped afterwards:
+    (its name, its password)."""
+    user = f"cwu_{secrets.token_hex(4)}"
+    password = f"pw-{user}"
+    root = shop_seed.connect(server_url, server_only=True, local_infile=False)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+            cur.execute(f"GRANT {grants} TO '{user}'@'%'")
+        yield user, password
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        root.close()
+
+
 def slow_listing_query(seconds_per_row: float, *, extra_column: bool = False) -> str:
     """The sample listing query, sleeping per row while MySQL reads it.
 

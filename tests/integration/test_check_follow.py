@@ -3,7 +3,6 @@ follow checks them at start, and no warning that those grants are unneeded."""
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,16 @@ import servers
 
 from cachewarm import check
 from cachewarm.config import load_settings
-from tests.helpers import MakeConfig
-from tests.integration.test_follow import _root, make_config, shop
+from tests.helpers import MakeConfig, mysql_user
+from tests.integration.test_follow import make_config, shop
 
 __all__ = ["make_config", "shop"]  # the binlog shop's fixtures, used here too
 
 
 def check_as(grants: str, make_config: MakeConfig, server: servers.Server) -> check.CheckReport:
-    user = f"cwc_{secrets.token_hex(4)}"
-    conn = _root(server)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'")
-            cur.execute(f"GRANT {grants} TO '{user}'@'%'")
+    with mysql_user(server.url, grants) as (user, password):
         url = load_settings(make_config(), env={}).mysql.url.replace("root@", f"{user}@")
-        return check.check(
-            make_config(mysql_url=url), env={"CACHEWARM_MYSQL_PASSWORD": f"pw-{user}"}
-        )
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP USER '{user}'@'%'")
-        conn.close()
+        return check.check(make_config(mysql_url=url), env={"CACHEWARM_MYSQL_PASSWORD": password})
 
 
 def finding(report: check.CheckReport, name: str) -> check.Finding:

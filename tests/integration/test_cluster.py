@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -313,14 +313,19 @@ def test_slots_moving_during_a_warm(
     assert sum(info_count(n, "commandstats", "cmdstat_asking") for n in nodes) > 0
 
 
-def cluster_ok(node: servers.Server) -> bool:
+def node_says(node: servers.Server, ask: Callable[[redis.Redis], object]) -> object:
+    """One node's answer, or None while it is unreachable (killed, or between roles)."""
     client = node_client(node)
     try:
-        return bool(client.cluster("INFO").get("cluster_state") == "ok")
+        return ask(client)
     except redis.exceptions.RedisError:
-        return False
+        return None
     finally:
         client.close()
+
+
+def cluster_ok(node: servers.Server) -> bool:
+    return node_says(node, lambda c: c.cluster("INFO").get("cluster_state")) == "ok"
 
 
 @pytest.mark.timeout(180)
@@ -357,13 +362,7 @@ def test_a_master_failing_over_to_its_replica_mid_run(
 
 
 def role(node: servers.Server) -> str:
-    client = node_client(node)
-    try:
-        return str(client.info("replication")["role"])
-    except redis.exceptions.RedisError:
-        return "unknown"
-    finally:
-        client.close()
+    return str(node_says(node, lambda c: c.info("replication")["role"]))
 
 
 @pytest.mark.timeout(300)

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from cachewarm import __version__, parts
-from tests.helpers import require_mysqlclient
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cachewarm", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import cachewarm, require_mysqlclient
 
 
 def test_version_names_the_c_parts_of_the_fast_install() -> None:
     require_mysqlclient()
-    result = run("--version")
+    result = cachewarm("--version")
     assert result.returncode == 0
     assert result.stdout.splitlines() == [f"cachewarm {__version__}", parts.describe()]
     assert parts.describe().startswith("MySQL driver mysqlclient ")
@@ -46,5 +32,5 @@ def test_the_pure_python_parts_are_named_where_the_c_ones_are_missing(
 
 
 def test_verbose_says_which_parts_a_command_runs_with() -> None:
-    result = run("-v", "status", env={"CACHEWARM_REDIS_URL": "redis://127.0.0.1:1/0"})
+    result = cachewarm("-v", "status", env={"CACHEWARM_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert f"cachewarm: debug: cachewarm.parts parts={parts.describe()}" in result.stderr
