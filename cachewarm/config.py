@@ -111,6 +111,8 @@ class FollowSettings:
     max_delay: float = 0.1  # seconds a changed id may wait to be batched
     max_batch: int = 10_000  # ids per invalidation batch
     max_outage: float = 300.0  # seconds MySQL or Redis may stay unreachable before exiting
+    # seconds after which each invalidation is repeated (the commit-visibility window); 0 = off
+    reinvalidate_after: float = 1.0
     metrics_textfile: str = ""  # the follower's Prometheus textfile; "" = none
 
 
@@ -440,6 +442,10 @@ def validate(s: Settings) -> None:
         (0 < s.follow.max_delay <= 60, "[follow] max_delay must be between 0 and 60 seconds"),
         (s.follow.max_batch > 0, "[follow] max_batch must be positive"),
         (s.follow.max_outage >= 0, "[follow] max_outage must not be negative"),
+        (
+            0 <= s.follow.reinvalidate_after <= 60,
+            "[follow] reinvalidate_after must be between 0 and 60 seconds",
+        ),
         (0 <= s.follow.server_id < 2**32, "[follow] server_id must be between 1 and 4294967295"),
         (s.mysql.replica_max_wait >= 0, "[mysql] replica_max_wait must not be negative"),
         (s.audit.sample > 0, "[audit] sample must be positive"),

@@ -50,6 +50,7 @@ SENTENCES: Mapping[str, str] = {
     "metrics.unwritable": "cannot write the metrics file {path}: {error}",
     "follow.resync": "resynced: invalidated all {invalidated} cached listings",
     "follow.disconnected": "{error}; retrying in {retry_in_s} s",
+    "follow.table_changed": "{change}: invalidating every cached listing",
 }
 
 

@@ -85,7 +85,8 @@ def status(report: StatusReport) -> None:
             f"follower: {'running, pid ' + str(running.get('pid')) if running else 'stopped'}, "
             f"at {f['position']['file']}:{f['position']['pos']}, "
             f"checkpoint {f['age_s']:.0f} s ago, lag {f['lag_s']:.1f} s, "
-            f"last event {_utc(f['last_event_at'])}, last error: {f['last_error'] or 'none'}"
+            f"last event {_utc(f['last_event_at'])}, last error: {f['last_error'] or 'none'}, "
+            f"last table change: {_change(f)}"
         )
     click.echo("recent runs:" if report.runs else "recent runs: none recorded")
     for r in report.runs:
@@ -130,3 +131,9 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
 
 def _utc(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)) if timestamp else "none"
+
+
+def _change(follower: dict[str, Any]) -> str:
+    """The follower's last change without row events (a DDL, say), and when."""
+    change = follower.get("last_change")
+    return f"{change} at {_utc(follower.get('last_change_at', 0.0))}" if change else "none"

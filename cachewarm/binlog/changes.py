@@ -2,7 +2,10 @@
 
 Row events of the `[follow]` tables become product ids (both row images of an UPDATE
 count) or, for tables mapped by a query, the primary keys that query turns into ids.
-They are gathered in a Batch until the follower applies it.
+Rows of a table that cascades into a watched one through a foreign key (see
+server.cascading_parents) mark the batch "everything": the rows the server changed
+through the key are not in the binlog. They are gathered in a Batch until the
+follower applies it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,27 @@ class Batch:
     ids: set[int] = field(default_factory=set)
     keyed: dict[str, set[int]] = field(default_factory=dict)  # query table -> primary keys
     started: float = 0.0
+    everything: str = ""  # why every listing must go (a DDL, a cascading parent); "" = not
 
     def __bool__(self) -> bool:
-        return bool(self.ids or self.keyed)
+        return bool(self.ids or self.keyed or self.everything)
+
+    def add(self, other: Batch) -> None:
+        """Take in the changes of another batch (an XA transaction's, at its commit)."""
+        self.ids |= other.ids
+        for table, keys in other.keyed.items():
+            self.keyed.setdefault(table, set()).update(keys)
+        self.everything = self.everything or other.everything
 
 
 class Rows:
     """What `collect` reads of each watched table: the product-id column, the query key."""
 
-    def __init__(self, columns: dict[str, str], primary: dict[str, str]) -> None:
+    def __init__(
+        self, columns: dict[str, str], primary: dict[str, str], parents: dict[str, str]
+    ) -> None:
         self.columns, self.primary = columns, primary
+        self.parents = parents  # cascading parent -> the foreign key that makes it one
         self.slots: dict[str, tuple[int, int]] = {}  # table -> (id slot, key slot), -1: none
         wanted: dict[str, tuple[str, ...]] = {}
         for table in {*columns, *primary}:
@@ -58,6 +72,10 @@ def collect(event: Any, wanted: Rows, batch: Batch) -> int:
     follower before its checkpoint: skipping those rows would miss their edits.
     """
     table = event.table
+    if table in wanted.parents:
+        batch.everything = f"{event.schema}.{table} (foreign key {wanted.parents[table]})"
+        if table not in wanted.slots:
+            return 0
     images = wanted.reader.images(event)
     product, key = wanted.slots[table]
     if product >= 0:

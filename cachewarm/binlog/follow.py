@@ -12,12 +12,27 @@ replaying an invalidation is harmless. A checkpoint the server can no longer ser
 an error, never a silent skip: `--resync` invalidates every cached listing under the
 lock (no warm in flight, so none can write back an old read) and starts from now.
 The checkpoint file (checkpoint.py) doubles as the follower's status.
+
+Changes without row events invalidate every cached listing, through the guard (every
+slot gets a fresh state, then every cached listing is deleted) rather than the lock,
+so a long warm does not hold the follower up: TRUNCATE, DROP, RENAME, ALTER or CREATE OR
+REPLACE of a watched table (statements.py), any change to a table whose foreign key
+cascades into a watched one (server.cascading_parents), and an XA COMMIT whose PREPARE
+this process did not read. An XA transaction is invalidated at its PREPARE and again at
+its COMMIT: a warm between the two reads the old row. DML written as a statement, a
+compressed event, a table map without column names or a partial row image stop the
+follower (exit 2) before its checkpoint: the server's binlog settings changed.
+
+The binlog can reach the follower a moment before InnoDB makes the commit visible to
+other readers; a warm reading then puts the old row back after the invalidation. Every
+invalidation is therefore repeated `[follow] reinvalidate_after` seconds later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -31,11 +46,18 @@ from typing import Any
 
 import pymysql
 import structlog
-from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
+from pymysqlreplication.event import (
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    NotImplementedEvent,
+    QueryEvent,
+    XAPrepareEvent,
+)
 
 from .. import lock, metrics
 from ..config import Settings, require_queries
 from ..errors import (
+    BinlogUnfit,
     CachewarmError,
     ConfigError,
     LockHeld,
@@ -50,8 +72,8 @@ from ..pipeline import refill
 from ..runlog import RunRecord
 from ..store.connect import Client, connect, describe
 from ..store.pipe import ScriptPipe
-from ..store.writer import invalidate
-from . import server
+from ..store.writer import invalidate, renew_states
+from . import server, statements
 from .changes import Batch, Rows, collect
 from .checkpoint import load_state, lockfile, save_state
 from .server import Position
@@ -62,6 +84,11 @@ IDLE_SAVE_S = 5.0  # how often a quiet follower still refreshes its status in th
 MAX_BACKOFF_S = 30.0
 RESYNC_SCAN = 1000
 _DISCONNECTS = (pymysql.MySQLError, OSError, EOFError, SourceError, SinkError)
+# How MariaDB writes the XID of an XA COMMIT or ROLLBACK: X'gtrid',X'bqual',formatID
+XA_END = re.compile(
+    r"XA\s+(COMMIT|ROLLBACK)\s+X'([0-9A-Fa-f]*)',\s*X'([0-9A-Fa-f]*)',\s*(\d+)", re.IGNORECASE
+)
+Xid = tuple[int, bytes, bytes]
 
 
 @dataclass
@@ -157,7 +184,11 @@ class _Follower:
         self.columns = dict(settings.follow.tables)
         self.queries = dict(settings.follow.queries)
         self.tables = sorted({*self.columns, *self.queries})
+        self.schema = server.schema(settings)
         self.primary: dict[str, str] = {}
+        self.parents: dict[str, str] = {}  # tables cascading into watched ones -> their key
+        self.prepared: dict[Xid, Batch] = {}  # XA transactions read up to PREPARE
+        self.again: list[tuple[float, list[int], str]] = []  # (due, ids, everything) to repeat
         self.totals = FollowTotals()
         self.record = RunRecord(run_id=secrets.token_hex(6), command="follow")
         self.log = log.bind(run_id=self.record.run_id, command="follow")
@@ -172,6 +203,8 @@ class _Follower:
         self.lag_s = 0.0
         self.last_error: str | None = None
         self.last_error_at = 0.0
+        self.last_change: str | None = None
+        self.last_change_at = 0.0
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -182,6 +215,8 @@ class _Follower:
         self.primary = server.check_preconditions(
             self.ctl, self.settings, self.columns, self.queries
         )
+        self.parents = server.cascading_parents(self.ctl, self.settings, self.tables)
+        self.tables = sorted({*self.tables, *self.parents})
         self.server_id = self.ctl.server_id()
         self.client = connect(self.settings.redis)
         if self.queries:
@@ -217,6 +252,8 @@ class _Follower:
             self.ctl.check_available(position)
             self.last_error = state.get("last_error")
             self.last_error_at = state.get("last_error_at", 0.0)
+            self.last_change = state.get("last_change")
+            self.last_change_at = state.get("last_change_at", 0.0)
         self.gtid = position.gtid
         self._save(position)
         self.log.info(
@@ -225,6 +262,7 @@ class _Follower:
             gtid=position.gtid,
             server_id=server.server_id(self.settings),
             tables=self.tables,
+            cascading=self.parents,
             rewarm=self.rewarm,
         )
 
@@ -295,28 +333,43 @@ class _Follower:
             self.client = connect(self.settings.redis)
         reader, stream = server.events(self.settings, self.saved, self.tables)
         batch = Batch(self.saved)
+        xa: Batch | None = None  # the rows of an XA transaction, until its PREPARE
         opened = ""
         delay, most = self.settings.follow.max_delay, self.settings.follow.max_batch
-        wanted, totals = Rows(self.columns, self.primary), self.totals
+        wanted, totals = Rows(self.columns, self.primary, self.parents), self.totals
         try:
             for event in stream:
                 kind = type(event)
                 if kind in server.ROW_EVENTS:
                     if not batch:
                         batch.started = time.monotonic()
-                    totals.events += collect(event, wanted, batch)
+                    totals.events += collect(event, wanted, batch if xa is None else xa)
                     self.last_event_at, self.lag_s = event.timestamp, time.time() - event.timestamp
                     continue
                 if kind is MariadbGtidEvent:
                     opened = event.gtid
+                    xa = Batch(batch.safe) if event.flags & server.FL_PREPARED_XA else None
                     continue
-                if kind is QueryEvent and event.query == "BEGIN":
+                if kind is QueryEvent:
+                    query = event.query
+                    if query == "BEGIN" or (xa is not None and query.startswith("XA END")):
+                        continue  # inside a transaction: no place to resume from
+                    self._statement(event, batch)
+                elif kind is XAPrepareEvent:
+                    if xa is not None:  # invalidated now, and again at its COMMIT
+                        batch.add(xa)
+                        self.prepared[event.xid_format_id, event.xid_gtrid, event.xid_bqual] = xa
+                    xa = None
+                elif kind is NotImplementedEvent:
+                    self._unknown(event)
                     continue
                 if kind is HeartbeatLogEvent:
                     self.lag_s = 0.0  # sent only when the server has nothing more to send
-                else:  # Xid, COMMIT, DDL or rotation: a transaction boundary to resume from
+                else:  # Xid, COMMIT, XA, DDL or rotation: a transaction boundary to resume from
                     self.gtid = opened or self.gtid
                     batch.safe = Position(reader.log_file, reader.log_pos, self.gtid)
+                if self.again and self.again[0][0] <= time.monotonic():
+                    self._repeat()
                 stopping = self.stop.is_set()
                 if batch and (
                     stopping
@@ -329,11 +382,75 @@ class _Follower:
                 elif not batch:
                     self._maybe_save(batch.safe, now=stopping)
                 if stopping:
+                    self._repeat(wait=True)
                     return
             raise EOFError(f"{self.ctl.where if self.ctl else 'MySQL'} ended the binlog stream")
         finally:
             with contextlib.suppress(Exception):  # a dead connection has nothing to close
                 reader.close()
+
+    def _statement(self, event: Any, batch: Batch) -> None:
+        """A statement in the binlog: DDL of a watched table, DML without rows, XA's end."""
+        query: str = event.query
+        if query[:3].upper() == "XA ":
+            ended = XA_END.match(query)
+            if ended:
+                verb, gtrid, bqual, fmt = ended.groups()
+                xid = (int(fmt), bytes.fromhex(gtrid), bytes.fromhex(bqual))
+                prepared = self.prepared.pop(xid, None)
+                if verb.upper() == "COMMIT":
+                    if prepared is not None:
+                        batch.add(prepared)
+                    else:  # prepared before this process read the binlog: its rows are unknown
+                        self._changed(batch, f"XA COMMIT of {query[10:].strip()}", "unknown rows")
+            return
+        default = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
+        found = statements.classify(query, default, self.schema, self.tables)
+        if found.kind == "ddl":
+            self._changed(batch, found.verb, found.table)
+        elif found.kind == "dml":
+            raise BinlogUnfit(
+                f"{found.verb} of {found.table} was written to the binlog as a statement, "
+                "without its rows: binlog_format was set to STATEMENT or MIXED (globally or in "
+                "a session) while following; set binlog_format=ROW, then run "
+                "`cachewarm follow --resync` (the follower stops before it)"
+            )
+
+    def _changed(self, batch: Batch, verb: str, table: str) -> None:
+        """A change without row events: every listing goes, said once, kept in the status."""
+        what = f"{verb} of {table}" if table != "unknown rows" else verb
+        batch.everything = what
+        self.last_change, self.last_change_at = what, time.time()
+        self.log.warning("follow.table_changed", change=what)
+
+    def _unknown(self, event: Any) -> None:
+        if event.event_type in server.COMPRESSED_EVENTS:
+            raise BinlogUnfit(
+                f"a compressed binlog event (type {event.event_type}) follows: "
+                "log_bin_compress was set ON while following, and the follower cannot read "
+                "compressed events; set log_bin_compress=OFF, then run "
+                "`cachewarm follow --resync` (the follower stops before it)"
+            )
+
+    def _repeat(self, *, wait: bool = False) -> None:
+        """Invalidate again what was invalidated `reinvalidate_after` seconds ago (or, with
+        `wait`, on the way out: everything still due, once its time has come)."""
+        if not self.again:
+            return
+        now = time.monotonic()
+        if wait:
+            time.sleep(max(0.0, self.again[-1][0] - now))  # at most reinvalidate_after
+            now = time.monotonic()
+        ids: set[int] = set()
+        everything = ""
+        while self.again and self.again[0][0] <= now:
+            _, some, why = self.again.pop(0)
+            ids.update(some)
+            everything = everything or why
+        if everything:
+            self._invalidate_everything()
+        else:
+            self._invalidate(sorted(ids))
 
     def _maybe_save(self, position: Position, *, now: bool = False) -> None:
         """Move an idle follower's checkpoint on now and then, and keep its status fresh."""
@@ -344,17 +461,39 @@ class _Follower:
     def _flush(self, batch: Batch) -> None:
         """Apply a batch, then checkpoint the boundary it was read up to."""
         ids = batch.ids
-        for table, keys in batch.keyed.items():
-            if self.src is None:
-                self.src = source.Source(self.settings.mysql)
-            ids |= self.src.ids_for(self.queries[table], sorted(keys))
-        if ids:
+        if batch.everything:
+            ids = set()
+            self._invalidate_everything()
+        else:
+            for table, keys in batch.keyed.items():
+                if self.src is None:
+                    self.src = source.Source(self.settings.mysql)
+                ids |= self.src.ids_for(self.queries[table], sorted(keys))
             self._invalidate(sorted(ids))
         self._save(batch.safe)
+        later = self.settings.follow.reinvalidate_after
+        if later and (ids or batch.everything):
+            self.again.append((time.monotonic() + later, sorted(ids), batch.everything))
         if ids:
             self.log.debug(
                 "follow.batch", ids=len(ids), position=str(batch.safe), lag_s=round(self.lag_s, 1)
             )
+
+    def _invalidate_everything(self) -> None:
+        """Every cached listing, through the guard: fresh states for every slot first, so
+        no warm in flight writes a listing it read before; then every cached one goes."""
+        assert self.client is not None
+        pipe = ScriptPipe(self.client, where=self.where)
+        try:
+            renew_states(pipe, self.keys)
+        finally:
+            pipe.close()
+        self._invalidate(
+            [
+                self.keys.product_id(k.decode())
+                for k in self.client.scan_iter(self.keys.product_pattern, RESYNC_SCAN)
+            ]
+        )
 
     def _invalidate(self, ids: list[int]) -> None:
         """The one place follow changes Redis: the guarded invalidation, then the refill."""
@@ -396,6 +535,8 @@ class _Follower:
             "lag_s": round(self.lag_s, 3),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "last_change": self.last_change,
+            "last_change_at": self.last_change_at,
             "events": self.totals.events,
             "invalidated": self.totals.invalidated,
             "host": socket.gethostname(),

@@ -12,10 +12,13 @@ length-prefixed value, read one wanted integer.
 
 Anything it cannot walk fails loudly, with one line, before any of the event's ids
 are used: a column type it has no length rule for, a wanted column that is not an
-integer, or a body whose rows do not end exactly where the event does (the table map
-and the rows disagree). It reads the event's body through the reader's packet
-(`packet.read`, `packet.read_bytes`, `event_size`), as the library's own row decoding
-does; the library's `rows` cannot be used on the same event afterwards.
+integer, a table map without column names or a row image without every column (the
+server's binlog_row_metadata or binlog_row_image changed at runtime), or a body whose
+rows do not end exactly where the event does (the table map and the rows disagree).
+These checks run once per table map and bitmap, not per row. It reads the event's
+body through the reader's packet (`packet.read`, `packet.read_bytes`, `event_size`),
+as the library's own row decoding does; the library's `rows` cannot be used on the
+same event afterwards.
 """
 
 from __future__ import annotations
@@ -186,7 +189,20 @@ class RowReader:
                 f"a row event of {where} has {event.number_of_columns} columns, its table map "
                 f"{len(columns)}: the follower stops before it"
             )
+        if any(c.name is None for c in columns):
+            raise BinlogUnfit(
+                f"the table map of {where} carries no column names: binlog_row_metadata was "
+                "set short of FULL while following; set binlog_row_metadata=FULL, then run "
+                "`cachewarm follow --resync` (the follower stops before these rows)"
+            )
         present = [c for i, c in enumerate(columns) if bitmap[i >> 3] >> (i & 7) & 1]
+        if len(present) != len(columns):
+            raise BinlogUnfit(
+                f"a row event of {where} carries {len(present)} of its {len(columns)} columns: "
+                "binlog_row_image was set short of FULL (globally or in a session) while "
+                "following; set binlog_row_image=FULL, then run `cachewarm follow --resync` "
+                "(the follower stops before these rows)"
+            )
         wanted = list(self.wanted[event.table])
         names = [c.name for c in columns]
         for name in wanted:

@@ -9,6 +9,8 @@ things this module settles once:
   categories leaves its old category's listing behind);
 - its MariaDB mode (`is_mariadb`) ignores `log_file`/`log_pos` and can only start from a
   GTID state, so positions are given in the plain mode, which MariaDB serves as well;
+- it passes events it has no class for (MariaDB's compressed events) over without a
+  word unless asked: they are asked for, and stop the follower;
 - with `blocking=True` a quiet server sends nothing at all, so the follower could neither
   flush a batch nor notice SIGTERM: the server is asked for a heartbeat every
   `max_delay` seconds, and heartbeats are passed through as events;
@@ -35,8 +37,10 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
     HeartbeatLogEvent,
     MariadbGtidEvent,
+    NotImplementedEvent,
     QueryEvent,
     RotateEvent,
+    XAPrepareEvent,
     XidEvent,
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -47,7 +51,19 @@ from ..mysql.source import connect_args, describe
 from ..urls import mysql_target
 
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
-EVENTS = [*ROW_EVENTS, XidEvent, QueryEvent, RotateEvent, HeartbeatLogEvent, MariadbGtidEvent]
+EVENTS = [
+    *ROW_EVENTS,
+    XidEvent,
+    QueryEvent,
+    RotateEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    XAPrepareEvent,
+    NotImplementedEvent,  # the library has no class for MariaDB's compressed events
+]
+# MariaDB's QUERY_COMPRESSED_EVENT and its six compressed rows events (log_bin_compress)
+COMPRESSED_EVENTS = frozenset(range(0xA5, 0xAC))
+FL_PREPARED_XA = 64  # MariaDB GTID event flag: the transaction ends in XA PREPARE
 ER_MASTER_FATAL_READING_BINLOG = 1236  # the server cannot send from the asked position
 # Grants as SHOW GRANTS prints them; MariaDB 10.5+ prints BINLOG MONITOR for REPLICATION CLIENT.
 GRANTS = {
@@ -227,6 +243,63 @@ def check_preconditions(
     return keys
 
 
+CHANGES_CHILD = ("CASCADE", "SET NULL", "SET DEFAULT")  # FK rules that edit the child's rows
+
+
+def cascading_parents(ctl: Control, settings: Settings, watched: Iterable[str]) -> dict[str, str]:
+    """Tables whose edits change watched tables' rows through a foreign key, unseen.
+
+    InnoDB applies ON DELETE / ON UPDATE CASCADE, SET NULL and SET DEFAULT inside the
+    server: the child rows it changes are not in the binlog. Each such parent (and its
+    own cascading parents, transitively) is returned with the constraint that makes it
+    one; a change to it invalidates every listing. Not returned: a parent whose
+    `[follow] tables` column is the one a one-column key references, with the child
+    mapped by the referencing column: the parent's own rows name the same product ids.
+    A parent in another schema cannot be followed and is refused.
+    """
+    db = schema(settings)
+    rows = ctl.rows(
+        "SELECT k.CONSTRAINT_NAME, k.TABLE_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA, "
+        "k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, r.UPDATE_RULE, r.DELETE_RULE "
+        "FROM information_schema.REFERENTIAL_CONSTRAINTS r "
+        "JOIN information_schema.KEY_COLUMN_USAGE k ON k.CONSTRAINT_SCHEMA = r.CONSTRAINT_SCHEMA "
+        "AND k.CONSTRAINT_NAME = r.CONSTRAINT_NAME AND k.TABLE_NAME = r.TABLE_NAME "
+        "WHERE r.CONSTRAINT_SCHEMA = %s AND k.REFERENCED_TABLE_NAME IS NOT NULL",
+        (db,),
+    )
+    keys: dict[tuple[str, str], list[tuple[str, str, str, str, bool]]] = {}
+    for name, child, column, parent_db, parent, referenced, on_update, on_delete in rows:
+        edits = str(on_update) in CHANGES_CHILD or str(on_delete) in CHANGES_CHILD
+        keys.setdefault((str(child), str(name)), []).append(
+            (str(column), str(parent_db), str(parent), str(referenced), edits)
+        )
+    mapped = settings.follow.tables
+    parents: dict[str, str] = {}
+    reached = set(watched)
+    while True:
+        grew = False
+        for (child, name), columns in sorted(keys.items()):
+            column, parent_db, parent, referenced, edits = columns[0]
+            if child not in reached or not edits or parent in parents:
+                continue
+            if parent_db != db:
+                raise BinlogUnfit(
+                    f"foreign key {db}.{child}.{name} cascades from {parent_db}.{parent}, "
+                    f"outside the followed schema {db}: the follower cannot see its edits"
+                )
+            same_ids = (
+                len(columns) == 1
+                and mapped.get(child) == column
+                and mapped.get(parent) == referenced
+            )
+            if not same_ids:
+                parents[parent] = f"{db}.{child}.{name}"
+                reached.add(parent)
+                grew = True
+        if not grew:
+            return parents
+
+
 def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -251,6 +324,7 @@ def events(
         only_schemas=[schema(settings)],
         only_tables=list(tables),
         only_events=EVENTS,
+        filter_non_implemented_events=False,
         slave_heartbeat=settings.follow.max_delay,
         enable_logging=False,
         pymysql_wrapper=_connect,

@@ -148,7 +148,19 @@ return states
 ENSURE = Script.of(ENSURE_SCRIPT, across_prelude=ACROSS_SLOTS)
 
 
-SCRIPTS = (WRITE, TOUCH, PUBLISH, INVALIDATE, ENSURE)
+# KEYS: state keys. ARGV: a fresh state, state TTL ms. Gives every slot named a fresh
+# state, so a warm in flight writes nothing it read before: with every slot, an
+# invalidation of everything, including products no listing is cached for yet.
+RENEW_SCRIPT = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+return #KEYS
+"""
+RENEW = Script.of(RENEW_SCRIPT, across_prelude=ACROSS_SLOTS)
+
+
+SCRIPTS = (WRITE, TOUCH, PUBLISH, INVALIDATE, ENSURE, RENEW)
 # The same scripts for one call per cluster node (all but PUBLISH, whose keys share a slot).
 ACROSS = {s: s.across for s in SCRIPTS if s.across is not None}
 

@@ -19,8 +19,8 @@ from ..keys import SLOTS, Keys, key_slot
 from ..lock import Fence
 from .connect import Client, failing_as
 from .pipe import ScriptPipe
-from .scripts import INVALIDATE, PUBLISH, TOUCH, WRITE
-from .slots import STATE_TTL_MS, SlotStates
+from .scripts import INVALIDATE, PUBLISH, RENEW, TOUCH, WRITE
+from .slots import ENSURE_CHUNK, STATE_TTL_MS, SlotStates
 from .wire import Call, Reply, arg, numkeys
 
 
@@ -198,6 +198,23 @@ def invalidate(
         pipe.send(pipe.plan(slots, build))
     pipe.finish()
     return states, sum(deleted)
+
+
+def renew_states(pipe: ScriptPipe, keys: Keys) -> None:
+    """Give every slot a fresh state: no warm in flight writes anything it read before.
+
+    The first half of invalidating everything without the warm lock; the second is
+    deleting the cached listings, through `invalidate`.
+    """
+    fresh = SlotStates().fresh()  # one value for all: still never used before in any slot
+    slots = range(SLOTS)
+
+    def build(chosen: list[int], across: bool) -> Call:
+        names = [keys.slot_state(slots[i]).encode() for i in chosen]
+        args = [fresh, b"%d" % STATE_TTL_MS]
+        return Call.of(RENEW, slots[chosen[0]], names, args, lambda _: None, across=across)
+
+    pipe.run(pipe.plan(slots, build, chunk=ENSURE_CHUNK))
 
 
 def _invalidate_call(

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.helpers import (
     one_line,
     running_listing_batches,
     slow_listing_query,
+    stale_ids,
     start,
     wait_for,
     warming,
@@ -306,7 +308,7 @@ def test_a_renamed_mapping_column_stops_the_follower_before_the_edit(
         alter_while_following()
     saved = state(s)["position"]
     assert (saved["file"], saved["pos"]) <= tuple(before), "checkpoint moved past the insert"
-    assert redis_client.exists(keys_of(s).product(product)) == 1
+    assert state(s)["last_change"] == f"ALTER of {s.mysql.url.rpartition('/')[2]}.product_badges"
 
 
 def _config_with(s: Settings, **follow_keys: object) -> Path:
@@ -839,3 +841,172 @@ def test_lagging_replica_never_refills_or_warms_an_old_row(
     with replica.cursor() as cur:
         cur.execute("SELECT name FROM products WHERE id = %s", (product,))
         assert _one(cur) != "fresh", "the replica caught up: the lag was not exercised"
+
+
+# --- changes without row events of their own: DDL, XA, cascades, settings, visibility ---
+
+
+def fresh_within(s: Settings, timeout: float = GONE_WITHIN_S) -> None:
+    wait_for("every cached listing to equal a fresh read", lambda: not stale_ids(s), timeout)
+
+
+# --- DDL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["ALTER TABLE products MODIFY price DECIMAL(10,0) NOT NULL"],
+        ["/* nightly */ TRUNCATE TABLE `{db}`.`products`"],
+        [
+            "CREATE TABLE products_new LIKE products",
+            "INSERT INTO products_new SELECT * FROM products",
+            "UPDATE products_new SET name = CONCAT('swapped ', id)",
+            "RENAME TABLE products TO products_old, products_new TO products",
+        ],
+        ["RENAME TABLE `{db}`.products TO `{db}`.products_old"],
+    ],
+    ids=["alter", "truncate", "rename-swap", "rename-away"],
+)
+def test_ddl_of_a_watched_table_invalidates_every_listing_it_feeds(
+    settings: Settings, db: Connection, redis_client: redis.Redis, statements: list[str]
+) -> None:
+    cw.warm(settings)
+    assert not stale_ids(settings)
+    name = settings.mysql.url.rpartition("/")[2]
+    with following(settings, from_now=True):
+        for statement in statements:
+            sql(db, statement.format(db=name))
+        if "products_new" not in statements[-1]:  # no products table to compare with
+            wait_for(
+                "every listing gone",
+                lambda: not list(redis_client.scan_iter(keys_of(settings).product_pattern)),
+                GONE_WITHIN_S,
+            )
+        else:
+            fresh_within(settings)
+    verb = statements[-1].split("*/")[-1].split()[0].upper()
+    assert state(settings)["last_change"].startswith(verb), state(settings)["last_change"]
+    assert f"{name}.products" in state(settings)["last_change"]
+
+
+def test_drop_of_a_watched_table_invalidates_every_listing(
+    settings: Settings, db: Connection, redis_client: redis.Redis
+) -> None:
+    cw.warm(settings)
+    with following(settings, from_now=True):
+        sql(db, "DROP TABLE IF EXISTS order_lines, PRODUCTS")
+        wait_for(
+            "every listing gone",
+            lambda: not list(redis_client.scan_iter(keys_of(settings).product_pattern)),
+            GONE_WITHIN_S,
+        )
+    assert state(settings)["last_change"].startswith("DROP")
+
+
+# --- XA -------------------------------------------------------------------------------------
+
+
+def test_xa_commit_invalidates_again_after_a_warm_between_prepare_and_commit(
+    make_config: MakeConfig, db: Connection, redis_client: redis.Redis
+) -> None:
+    s = load_settings(make_config(reinvalidate_after=0.0), env={})  # the XA COMMIT alone
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    with following(s, from_now=True):
+        sql(db, "XA START 'cw1'")
+        sql(db, "UPDATE products SET name = 'edited in XA' WHERE id = %s", (product,))
+        sql(db, "XA END 'cw1'")
+        sql(db, "XA PREPARE 'cw1'")
+        wait_for("the invalidation at XA PREPARE", gone(redis_client, s, product), GONE_WITHIN_S)
+        cw.warm(s)  # reads the row as it was: the prepared edit is not committed yet
+        assert redis_client.exists(keys_of(s).product(product))
+        sql(db, "XA COMMIT 'cw1'")
+        fresh_within(s)
+
+
+# --- foreign keys ---------------------------------------------------------------------------
+
+
+def test_a_cascading_foreign_key_into_a_watched_table_invalidates_its_listings(
+    make_config: MakeConfig, db: Connection, redis_client: redis.Redis
+) -> None:
+    sql(
+        db,
+        "ALTER TABLE products ADD CONSTRAINT cw_category FOREIGN KEY (category_id) "
+        "REFERENCES categories (id) ON DELETE CASCADE ON UPDATE CASCADE",
+    )
+    s = load_settings(make_config(), env={})
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    with db.cursor() as cur:
+        cur.execute("SELECT category_id FROM products WHERE id = %s", (product,))
+        row = cur.fetchone()
+    assert row is not None
+    with following(s, from_now=True):
+        sql(db, "DELETE FROM categories WHERE id = %s", (row[0],))  # its products go too
+        fresh_within(s)
+    assert not redis_client.exists(keys_of(s).product(product))
+
+
+# --- binlog settings changed while following -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "scope"),
+    [
+        ("binlog_format", "STATEMENT", "SESSION"),
+        ("binlog_format", "MIXED", "GLOBAL"),
+        ("binlog_row_image", "MINIMAL", "SESSION"),
+        ("binlog_row_metadata", "MINIMAL", "GLOBAL"),
+        ("log_bin_compress", "ON", "GLOBAL"),
+    ],
+)
+def test_a_binlog_setting_changed_while_following_stops_with_one_line_naming_it(
+    settings: Settings, db: Connection, setting: str, value: str, scope: str
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(f"SELECT @@GLOBAL.{setting}")
+        row = cur.fetchone()
+    assert row is not None
+    opened: list[Connection] = []
+
+    def change_while_following() -> None:
+        with following(settings, from_now=True):
+            sql(db, f"SET {scope} {setting} = {value}")
+            edits = db
+            if scope == "GLOBAL":  # a global binlog_format applies to sessions opened after it
+                edits = shop_seed.connect(settings.mysql.url, local_infile=False)
+                opened.append(edits)
+            sql(edits, "UPDATE products SET description = REPEAT('z', 2000) WHERE id = 1")
+            wait_for("the follower to stop", lambda: state(settings)["last_error"])
+
+    try:
+        with pytest.raises(BinlogUnfit) as caught:
+            change_while_following()
+    finally:
+        sql(db, f"SET GLOBAL {setting} = %s", (row[0],))
+        for conn in opened:
+            conn.close()
+    message = str(caught.value)
+    assert "\n" not in message and setting in message and "--resync" in message, message
+    assert caught.value.exit_code == 2
+    assert state(settings)["last_error"] == message
+
+
+# --- the commit-visibility window -----------------------------------------------------------
+
+
+def test_every_invalidation_is_repeated_after_reinvalidate_after(
+    make_config: MakeConfig, db: Connection, redis_client: redis.Redis
+) -> None:
+    s = load_settings(make_config(reinvalidate_after=1.5), env={})
+    (product,) = cached_hot_ids(s, redis_client, 1)
+    key = keys_of(s).product(product)
+    with following(s, from_now=True):
+        sql(db, "UPDATE products SET name = 'edited' WHERE id = %s", (product,))
+        wait_for("the first invalidation", gone(redis_client, s, product), GONE_WITHIN_S)
+        first = time.monotonic()
+        # what a warm reading in the window between the binlog write and the commit
+        # becoming visible would write back: the row as it was
+        redis_client.set(key, b"the old row")
+        wait_for("the second invalidation", gone(redis_client, s, product), GONE_WITHIN_S)
+        assert time.monotonic() - first >= 1.0
