@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,12 +27,9 @@ import redis
 import seed as shop_seed  # scripts/seed.py -> examples/seed.py
 from pymysql.connections import Connection
 
-from cachewarm import Settings, warm
-from cachewarm.keys import Keys
-from cachewarm.mysql.source import Source
-from cachewarm.pipeline import reader_for
+from cachewarm import Settings, audit, warm
+from cachewarm.errors import SourceError
 from cachewarm.runlog import RunRecord
-from cachewarm.store.connect import connect
 
 SHOP_PRODUCTS = 200
 """Products in the shop_db fixture's database."""
@@ -349,22 +346,13 @@ def lock_is_free(lockfile: Path) -> bool:
 
 
 def stale_ids(settings: Settings) -> list[int]:
-    """Products whose cached listing differs, byte for byte, from what the warm's own
-    listing query and encoder give now (b'' for no row: it should not be cached)."""
-    keys = Keys(settings.keys.prefix, settings.keys.version)
-    client = connect(settings.redis)
-    src = Source(settings.mysql)
+    """What `cachewarm audit --all` finds stale now, re-checking after a tenth of a second.
+
+    A listing query that finds no row for cached listings (a TRUNCATE not yet followed)
+    is an error to the audit, as to a warm; here it means "not fresh yet": [-1].
+    """
+    quick = replace(settings, audit=replace(settings.audit, recheck_after=0.1))
     try:
-        ids = sorted(keys.product_id(k.decode()) for k in client.scan_iter(keys.product_pattern))
-        reader = reader_for(settings, src, RunRecord(run_id="stale", command="check"), None)
-        size = settings.warm.batch_size
-        fresh = dict(i for s in range(0, len(ids), size) for i in reader.read(ids[s : s + size]))
-        stale = []
-        for product_id in ids:
-            cached = client.get(keys.product(product_id))
-            if cached is not None and cached != fresh.get(product_id):
-                stale.append(product_id)
-        return stale
-    finally:
-        src.close()
-        client.close()
+        return audit(quick, every=True).stale_ids
+    except SourceError:
+        return [-1]
