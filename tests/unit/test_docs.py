@@ -173,3 +173,13 @@ def test_development_doc_covers_the_scripts() -> None:
             assert f"scripts/{script} {option}" in DEVELOPMENT, f"scripts/{script} {option}"
     for needed in ("scripts/lock", "requirements/lock.txt", "CACHEWARM_LATEST", ".venv-latest"):
         assert needed in DEVELOPMENT, needed
+
+
+def test_the_module_map_names_every_module_and_no_other() -> None:
+    """docs/architecture.md's map is kept true: a module added, moved or removed shows."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    start, end = text.index("<!-- module-map: start"), text.index("<!-- module-map: end")
+    listed = set(re.findall(r"^\s+([a-z_]+\.py)\b", text[start:end], re.MULTILINE))
+    package = ROOT / "cachewarm"
+    modules = {p.name for p in package.rglob("*.py")}
+    assert listed == modules
