@@ -33,7 +33,7 @@ import pymysql
 import structlog
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent
 
-from .. import lock, metrics
+from .. import lock, metrics, misses
 from ..config import Settings, require_queries
 from ..errors import (
     CachewarmError,
@@ -137,7 +137,8 @@ def follow(
     with lock.file_lock(path, follower.record.run_id, max_seconds=None):
         try:
             follower.start(from_now=from_now, resync=resync)
-            follower.run()
+            with misses.draining(settings):  # reported misses, in a thread of their own
+                follower.run()
         except CachewarmError as exc:
             follower.record_error(str(exc))
             raise
