@@ -215,7 +215,11 @@ class Drain:
     def trim(self) -> None:
         """Keep the stream within miss_queue_max, should a reader XADD without MAXLEN."""
         with failing_as(self.where):
-            self.client.xtrim(self.key, maxlen=self.settings.warm.miss_queue_max, approximate=True)
+            # An approximate trim removes whole stream nodes, at most 100 of them per call.
+            while self.client.xtrim(
+                self.key, maxlen=self.settings.warm.miss_queue_max, approximate=True
+            ):
+                pass
 
     def forget_idle_consumers(self) -> None:
         """Drop this consumer, and others idle past miss_claim_after, if they hold nothing."""

@@ -118,7 +118,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         totals = writer.totals
         record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
         record.removed, record.bytes = record.removed + totals.removed, totals.bytes
-        record.skipped_invalidated = len(writer.skipped)
+        record.skipped_invalidated += len(writer.skipped)  # after the misses' (misses.drain_run)
         record.stage = f"publishing {keys.hot}"
         check_master(client, master, where)
         meta = {"mode": record.mode, "watermark": watermark}
