@@ -136,6 +136,9 @@ class Drain:
             except redis.exceptions.ResponseError as exc:
                 if "requires the key to exist" in str(exc):
                     return False
+                if str(exc).startswith("WRONGTYPE"):  # someone else's key: warm without it
+                    log.warning("misses.unreadable", key=self.key, error=str(exc))
+                    return False
                 if not str(exc).startswith("BUSYGROUP"):
                     raise
         self.grouped = True

@@ -50,6 +50,7 @@ SENTENCES: Mapping[str, str] = {
     "metrics.unwritable": "cannot write the metrics file {path}: {error}",
     "follow.resync": "resynced: invalidated all {invalidated} cached listings",
     "follow.disconnected": "{error}; retrying in {retry_in_s} s",
+    "misses.unreadable": "{key} is not a stream, so no reported miss was read: {error}",
     "misses.drain_failed": "filling reported misses failed: {error}; retrying in {retry_in_s} s",
 }
 

@@ -158,6 +158,16 @@ def test_miss_queue_off_leaves_the_stream_alone(
     assert redis_client.get(s.keys.product(100)) is None
 
 
+def test_a_misses_key_that_is_no_stream_fails_no_run(
+    make_settings: MakeSettings, redis_client: Client
+) -> None:
+    s = misses_settings(make_settings)
+    redis_client.set(s.keys.misses, b"not a stream")
+    record = cw.warm(s)
+    assert (record.status, record.miss_taken, record.hot_published) == ("ok", 0, True)
+    assert redis_client.get(s.keys.misses) == b"not a stream"
+
+
 def test_no_stream_is_created_while_no_reader_reports(
     make_settings: MakeSettings, redis_client: Client
 ) -> None:
