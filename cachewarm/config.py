@@ -84,6 +84,14 @@ class WarmSettings:
     # (json_columns not JSON, over max_payload_bytes) and still remove those listings and
     # publish. Past it the run fails (exit 1) and keeps both. 0: any rejection fails.
     max_rejected_share: float = 0.05
+    # Misses readers report to the stream `{prefix}:v{version}:misses` (docs/readers.md):
+    # `run` and `follow` warm those products. Nothing is created while no reader reports.
+    miss_queue: bool = True
+    miss_queue_max: int = 10_000  # the MAXLEN ~ readers XADD with; the warmer trims to it too
+    miss_per_run: int = 10_000  # entries one run takes at most, so a flood cannot stretch it
+    # Seconds an entry taken by a run or follower may stay unacknowledged before another
+    # takes it over (its taker crashed). Above the time one batch takes to read and write.
+    miss_claim_after: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -424,6 +432,15 @@ def validate(s: Settings) -> None:
             f"[warm] full_every must be between 0 and {LONGEST_S} seconds",
         ),
         (s.keys.version > 0, "[keys] version must be a positive integer"),
+        (s.warm.miss_queue_max > 0, "[warm] miss_queue_max must be positive"),
+        (
+            0 < s.warm.miss_per_run <= 1_000_000,
+            "[warm] miss_per_run must be between 1 and 1000000",
+        ),
+        (
+            0 < s.warm.miss_claim_after <= TIMEOUT_MAX_S,
+            f"[warm] miss_claim_after must be between 0 and {TIMEOUT_MAX_S} seconds",
+        ),
         ("id" not in s.warm.json_columns, "[warm] json_columns cannot hold `id`"),
         (
             bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", s.keys.prefix)),

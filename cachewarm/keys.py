@@ -25,6 +25,8 @@ MAX_ID = 2**64 - 1  # BIGINT UNSIGNED
 # a double. Above it the hot list would name a product the reader then cannot find.
 MAX_SAFE_ID = 2**53 - 1
 SLOTS = 16384  # Redis Cluster's hash slots; the guard keeps one state per slot everywhere
+# The consumer group of the miss stream: `run` and `follow` share its entries through it.
+MISS_GROUP = "cachewarm"
 
 
 def key_slot(key: bytes) -> int:
@@ -91,6 +93,12 @@ class Keys:
     def slot_state(self, slot: int) -> str:
         """The guard state of one cluster slot: changed by every invalidation in that slot."""
         return f"{self.base}:meta:slot:{{{slot_tags()[slot]}}}"
+
+    @property
+    def misses(self) -> str:
+        """Stream of product ids readers missed (`XADD ... MAXLEN ~ N * id <id>`); no hash
+        tag, so on a cluster it lives on the one master serving its slot."""
+        return f"{self.base}:misses"
 
     @property
     def lock(self) -> str:

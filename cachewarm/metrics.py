@@ -64,6 +64,30 @@ def render(record: RunRecord, now: float, last_success: float | None) -> str:
             labels,
             record.unchanged,
         ),
+        (
+            "cachewarm_last_run_miss_filled",
+            "Listings the last run wrote for misses readers reported.",
+            labels,
+            record.miss_filled,
+        ),
+        (
+            "cachewarm_last_run_miss_invalid",
+            "Reported misses the last run dropped: no product id.",
+            labels,
+            record.miss_invalid,
+        ),
+        (
+            "cachewarm_last_run_miss_absent",
+            "Reported misses the last run found no listing row for.",
+            labels,
+            record.miss_absent,
+        ),
+        (
+            "cachewarm_miss_queue_length",
+            "Reported misses still queued when the last run ended.",
+            labels,
+            record.miss_queue,
+        ),
     ]
     lines = []
     for name, help_text, label_text, value in gauges:

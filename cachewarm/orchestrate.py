@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from . import lock, metrics, runlog
+from . import lock, metrics, misses, runlog
 from .config import Settings, require_queries
 from .keys import Keys
 from .mysql.replica import reads as replica_reads
@@ -52,10 +52,11 @@ def _recording(settings: Settings, command: str) -> contextlib.AbstractContextMa
 def warm(settings: Settings, *, full: bool = False, progress: Progress | None = None) -> RunRecord:
     """One warm under the lock: hot ids, their listings in batches, then the hot list.
 
-    With `warm.changed_query` set, only listings changed since the last run (or gone
-    from Redis) are re-read; the rest just get their TTL refreshed. `full` forces a
-    full warm, as does `warm.full_every` elapsing. Use it inside `run_guard` to bound
-    calls blocked in a driver too.
+    First it fills the misses readers reported (cachewarm.misses), at most
+    `warm.miss_per_run` of them. With `warm.changed_query` set, only listings changed
+    since the last run (or gone from Redis) are re-read; the rest just get their TTL
+    refreshed. `full` forces a full warm, as does `warm.full_every` elapsing. Use it
+    inside `run_guard` to bound calls blocked in a driver too.
     """
     require_queries(settings)
     keys = settings.keys
@@ -80,6 +81,10 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         record.stage = "connecting to MySQL"
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         replica = stack.enter_context(replica_reads(settings.mysql, src))
+        if settings.warm.miss_queue:
+            misses.drain_run(
+                settings, client, src, record, fence=fence, deadline=deadline, replica=replica
+            )
         watermark = src.server_now() if settings.warm.changed_query else ""
         ids = _hot_ids(settings, replica.replica if replica else src, record)
         if not ids:
@@ -113,7 +118,7 @@ def warm(settings: Settings, *, full: bool = False, progress: Progress | None = 
         totals = writer.totals
         record.written, record.unchanged = totals.written, record.unchanged + totals.unchanged
         record.removed, record.bytes = record.removed + totals.removed, totals.bytes
-        record.skipped_invalidated = len(writer.skipped)
+        record.skipped_invalidated += len(writer.skipped)  # after the misses' (misses.drain_run)
         record.stage = f"publishing {keys.hot}"
         check_master(client, master, where)
         meta = {"mode": record.mode, "watermark": watermark}
@@ -271,6 +276,7 @@ class DryRunReport:
     would_remove: int = 0
     bytes: int = 0
     hot_changed: bool = False
+    misses: misses.MissPeek | None = None  # the miss stream as the run would find it
     samples: list[tuple[str, str, int]] = field(default_factory=list)  # (state, key, bytes)
 
     def mark(self) -> int:
@@ -317,6 +323,9 @@ def dry_run(
         report = DryRunReport(record, keys, client, where)
         deadline = time.monotonic() + settings.run.max_seconds
         previous = hot_meta(client, keys, where=where)
+        if settings.warm.miss_queue:
+            report.misses = misses.peek(settings, client)
+            record.miss_queue = report.misses.queued
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
         ids = _hot_ids(settings, src, record)
         to_read: Sequence[int] = ids

@@ -51,6 +51,8 @@ SENTENCES: Mapping[str, str] = {
     "follow.resync": "resynced: invalidated all {invalidated} cached listings",
     "follow.disconnected": "{error}; retrying in {retry_in_s} s",
     "follow.table_changed": "{change}: invalidating every cached listing",
+    "misses.unreadable": "{key} is not a stream, so no reported miss was read: {error}",
+    "misses.drain_failed": "filling reported misses failed: {error}; retrying in {retry_in_s} s",
 }
 
 

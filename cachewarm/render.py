@@ -26,6 +26,11 @@ def dry_run(report: DryRunReport) -> None:
         f"{report.would_remove} to remove, {report.bytes} bytes"
     )
     click.echo(f"  hot list: {'would change' if report.hot_changed else 'unchanged'}")
+    if m := report.misses:
+        click.echo(
+            f"  misses: {m.queued} queued; the run would take {m.would_take}: "
+            f"{m.ids} product ids, {m.invalid} invalid"
+        )
     for state, key, size in report.samples:
         click.echo(f"  {state:<8} {key} ({size} bytes)")
 
@@ -79,6 +84,8 @@ def status(report: StatusReport) -> None:
         click.echo(f"hot list: unknown ({report.redis_error})")
     else:
         click.echo("hot list: not published")
+    if report.miss_queue is not None:
+        click.echo(f"miss queue: {report.miss_queue} entries")
     if f := report.follower:
         running = f["running"]
         click.echo(

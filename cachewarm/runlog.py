@@ -64,6 +64,13 @@ class RunRecord:
     skipped_oversize: int = 0
     skipped_invalid_json: int = 0
     bytes: int = 0
+    # The miss stream (cachewarm.misses): entries taken, listings written or confirmed,
+    # entries that were no product id, ids without a listing row; entries left queued.
+    miss_taken: int = 0
+    miss_filled: int = 0
+    miss_invalid: int = 0
+    miss_absent: int = 0
+    miss_queue: int = 0
     hot_published: bool = False
     error: str | None = None
     host: str = ""

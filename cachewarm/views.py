@@ -15,6 +15,7 @@ from . import lock, runlog
 from .binlog.checkpoint import follower_status
 from .config import Settings
 from .errors import SinkError
+from .misses import queue_length
 from .store.connect import connect, describe, failing_as
 from .store.reads import hot_meta, hot_ttl_ms, listing
 from .urls import scrub
@@ -43,7 +44,8 @@ class HotList:
 
 @dataclass
 class StatusReport:
-    """Recent runs, the lock holder and the published hot list; `to_dict` for --json."""
+    """Recent runs, the lock holder, the published hot list and the miss queue; `to_dict`
+    for --json."""
 
     prefix: str
     version: int
@@ -55,6 +57,7 @@ class StatusReport:
     hot: HotList | None = None
     redis_error: str | None = None
     follower: dict[str, Any] | None = None  # checkpoint.follower_status: None if never followed
+    miss_queue: int | None = None  # entries readers reported and no run took yet; None: unknown
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +102,7 @@ def status(settings: Settings, *, runs: int = 5) -> StatusReport:
                 with failing_as(where):
                     now_ms = lock.redis_lock_clock_ms(client, keys.lock)
                 report.lock_overdue_s = lock.overdue_s(report.lock, redis_now_ms=now_ms)
+        report.miss_queue = queue_length(client, keys, where=where)
         meta = hot_meta(client, keys, where=where)
         ttl_ms = hot_ttl_ms(client, keys, where=where)
         if meta and ttl_ms != -2:

@@ -54,7 +54,7 @@ from pymysqlreplication.event import (
     XAPrepareEvent,
 )
 
-from .. import lock, metrics
+from .. import lock, metrics, misses
 from ..config import Settings, require_queries
 from ..errors import (
     BinlogUnfit,
@@ -164,7 +164,8 @@ def follow(
     with lock.file_lock(path, follower.record.run_id, max_seconds=None):
         try:
             follower.start(from_now=from_now, resync=resync)
-            follower.run()
+            with misses.draining(settings):  # reported misses, in a thread of their own
+                follower.run()
         except CachewarmError as exc:
             follower.record_error(str(exc))
             raise

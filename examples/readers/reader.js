@@ -6,8 +6,9 @@
 // Arguments: the Redis URL (or a cluster's host:port list), the key prefix and version,
 // and a product id or `hot`. Prints the value exactly as stored; on a miss prints nothing
 // and exits 1: read MySQL instead, and never write the listing yourself (so too when
-// Redis fails, which exits 2). A password is taken from REDIS_PASSWORD, never from the
-// arguments, and never printed.
+// Redis fails, which exits 2). A missed product is reported to cachewarm, which warms it
+// (fire-and-forget: a failed report changes nothing). A password is taken from
+// REDIS_PASSWORD, never from the arguments, and never printed.
 "use strict";
 
 const Redis = require("ioredis");
@@ -33,6 +34,12 @@ async function main() {
   try {
     const value = await client.getBuffer(key); // bytes, not a string: nothing re-encoded
     if (value === null) {
+      if (what !== "hot") {
+        // MAXLEN as cachewarm's [warm] miss_queue_max. Awaited only because this process
+        // exits next; a server would not wait. A lost report only delays the warm.
+        const misses = `${prefix}:v${version}:misses`;
+        await client.xadd(misses, "MAXLEN", "~", "10000", "*", "id", what).catch(() => {});
+      }
       console.error(`${key} is not cached: read it from MySQL`);
       process.exitCode = 1;
     } else {

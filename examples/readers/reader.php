@@ -7,8 +7,9 @@
 // Arguments: the Redis URL (or a cluster's host:port list), the key prefix and version,
 // and a product id or `hot`. Prints the value exactly as stored; on a miss prints nothing
 // and exits 1: read MySQL instead, and never write the listing yourself (so too when
-// Redis fails, which exits 2). A password is taken from REDIS_PASSWORD, never from the
-// arguments, and never printed.
+// Redis fails, which exits 2). A missed product is reported to cachewarm, which warms it
+// (fire-and-forget: a failed report changes nothing). A password is taken from
+// REDIS_PASSWORD, never from the arguments, and never printed.
 
 function connect(string $address): Redis|RedisCluster
 {
@@ -29,13 +30,22 @@ function connect(string $address): Redis|RedisCluster
 [, $address, $prefix, $version, $what] = $argv;
 $key = "$prefix:v$version:" . ($what === 'hot' ? 'hot' : "product:$what");
 try {
-    $value = connect($address)->get($key);
+    $redis = connect($address);
+    $value = $redis->get($key);
 } catch (RedisException | RedisClusterException $e) {
     // The message only: a stack trace would show the arguments, the password among them.
     fwrite(STDERR, 'Redis failed: ' . $e->getMessage() . "\n");
     exit(2);
 }
 if ($value === false) {
+    if ($what !== 'hot') {
+        try {
+            // MAXLEN ~ 10000, as cachewarm's [warm] miss_queue_max.
+            $redis->xAdd("$prefix:v$version:misses", '*', ['id' => $what], 10000, true);
+        } catch (RedisException | RedisClusterException $e) {
+            // a lost report only delays the warm
+        }
+    }
     fwrite(STDERR, "$key is not cached: read it from MySQL\n");
     exit(1);
 }

@@ -6,10 +6,12 @@
 Arguments: the Redis URL (or a cluster's host:port list), the key prefix and version,
 and a product id or `hot`. Prints the value exactly as stored; on a miss prints nothing
 and exits 1: read MySQL instead, and never write the listing yourself (so too when
-Redis fails, which exits 2). A password is taken from REDIS_PASSWORD, never from the
-arguments, and never printed.
+Redis fails, which exits 2). A missed product is reported to cachewarm, which warms it
+(fire-and-forget: a failed report changes nothing). A password is taken from
+REDIS_PASSWORD, never from the arguments, and never printed.
 """
 
+import contextlib
 import os
 import sys
 
@@ -28,6 +30,13 @@ def connect(address: str) -> redis.Redis | RedisCluster:
     return RedisCluster(startup_nodes=nodes, password=password)
 
 
+def report_miss(client: redis.Redis | RedisCluster, prefix: str, version: str, what: str) -> None:
+    """Tell cachewarm a listing was missing; MAXLEN as its [warm] miss_queue_max."""
+    # Fire-and-forget: a lost report only delays the warm.
+    with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
+        client.xadd(f"{prefix}:v{version}:misses", {"id": what}, maxlen=10000, approximate=True)
+
+
 def main() -> int:
     address, prefix, version, what = sys.argv[1:]
     key = f"{prefix}:v{version}:" + ("hot" if what == "hot" else f"product:{what}")
@@ -35,6 +44,8 @@ def main() -> int:
         client = connect(address)
         try:
             value = client.get(key)
+            if value is None and what != "hot":
+                report_miss(client, prefix, version, what)
         finally:
             client.close()
     except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:

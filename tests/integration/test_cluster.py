@@ -41,6 +41,14 @@ from tests.integration.test_audit import (
     test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none,
 )
 from tests.integration.test_cli import test_kill_9_mid_run_then_next_run_succeeds
+from tests.integration.test_misses import (
+    test_a_flood_stays_bounded_and_the_run_within_its_deadline,
+    test_dry_run_reports_the_queue_and_consumes_nothing,
+    test_garbage_and_absent_ids_are_counted_not_fatal,
+    test_kill_9_mid_drain_loses_no_entry,
+    test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes,
+    test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale,
+)
 from tests.integration.test_reliability import (
     finish,
     test_hung_query_stops_at_max_seconds_and_names_what_hung,
@@ -65,15 +73,21 @@ from tests.integration.topologies import (
 )
 
 __all__ = [  # collected here again, against the cluster
+    "test_a_flood_stays_bounded_and_the_run_within_its_deadline",
     "test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm",
     "test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart",
     "test_audit_without_fix_writes_nothing",
+    "test_dry_run_reports_the_queue_and_consumes_nothing",
     "test_empty_hot_query_keeps_the_published_list",
     "test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none",
+    "test_garbage_and_absent_ids_are_counted_not_fatal",
     "test_hung_query_stops_at_max_seconds_and_names_what_hung",
     "test_invalidate_rewarm_writes_the_fresh_row",
     "test_invalidation_during_a_warm_is_never_overwritten_with_stale_data",
+    "test_kill_9_mid_drain_loses_no_entry",
     "test_kill_9_mid_run_then_next_run_succeeds",
+    "test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes",
+    "test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale",
     "test_overlapping_redis_lock_runs_second_skips",
     "test_paused_redis_lock_holder_cannot_overwrite_the_next_holder",
     "test_run_writes_every_hot_listing_then_the_hot_list",

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -158,6 +159,21 @@ def test_a_miss_prints_nothing_and_exits_1(command: list[str], warmed: Warmed) -
     got = read(command, warmed.address, keys, "999999")
     assert (got.returncode, got.stdout) == (1, b"")
     assert got.stderr == f"{keys.product(999999)} is not cached: read it from MySQL\n".encode()
+
+
+def test_a_miss_is_reported_to_the_stream_and_never_written(
+    command: list[str], warmed: Warmed
+) -> None:
+    keys = warmed.settings.keys
+    client = warmed.client
+    client.delete(keys.hot)  # a missing hot list is no product: nothing to report
+    assert read(command, warmed.address, keys, "hot").returncode == 1
+    assert client.exists(keys.misses) == 0
+    for _ in range(2):
+        assert read(command, warmed.address, keys, "999999").returncode == 1
+    entries: Any = client.xrange(keys.misses)
+    assert [fields for _, fields in entries] == [{b"id": b"999999"}] * 2
+    assert client.exists(keys.product(999999)) == 0
 
 
 @pytest.fixture(params=["redis", "cluster"])
