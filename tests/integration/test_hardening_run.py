@@ -49,6 +49,7 @@ def cached(client: redis.Redis, s: Settings, product_id: int) -> bool:
 # -- a listing the run cannot write ------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("first", ["incremental", "full"])
 def test_oversize_listing_is_removed_and_stays_out_of_the_hot_list(
     first: str, make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
@@ -227,6 +228,7 @@ def agree(dry: api.DryRunReport, record: RunRecord) -> None:
     assert would == (record.written, record.removed, record.unchanged, record.mode)
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("gone", ["deleted", "hidden", "hidden, not invalidated"])
 def test_hot_product_without_a_listing_row_is_dropped_and_runs_go_on(
     gone: str, make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
@@ -283,6 +285,7 @@ def runs_of(s: Settings) -> list[dict[str, object]]:
 # -- what a dry run records --------------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 def test_dry_run_record_and_events_say_would(
     make_config: MakeConfig, shop_conn: Connection, redis_client: redis.Redis, key_prefix: str
 ) -> None:

@@ -207,6 +207,7 @@ DOCS_QUERY = (
 )
 
 
+@pytest.mark.writes_mysql
 @hypothesis.settings(
     max_examples=25, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
 )

@@ -55,6 +55,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, 
 # --- 1. no stale resurrection -------------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("rewarm", [False, True], ids=["invalidate", "invalidate-rewarm"])
 def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     make_settings: MakeSettings,
@@ -426,6 +427,7 @@ def test_unusable_run_log_or_lockfile_fails_before_any_work(
 # --- 7. several cron hosts: the Redis lock ------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.timeout(90)
 def test_paused_redis_lock_holder_cannot_overwrite_the_next_holder(
     make_config: MakeConfig,
