@@ -55,9 +55,6 @@ from tests.integration.topologies import (
     slot_owner,
 )
 
-# One worker starts the session's cluster and runs every test against it.
-pytestmark = pytest.mark.xdist_group("cluster")
-
 __all__ = [  # collected here again, against the cluster
     "test_empty_hot_query_keeps_the_published_list",
     "test_hung_query_stops_at_max_seconds_and_names_what_hung",

@@ -40,9 +40,6 @@ from tests.helpers import (
     warming,
 )
 
-# One worker starts the module's binlog server and runs every test against it.
-pytestmark = pytest.mark.xdist_group("follow")
-
 PRODUCTS = 200
 GONE_WITHIN_S = 10  # generous for a loaded CI box; the latency itself is measured in bench/
 

@@ -24,9 +24,6 @@ from tests.integration.test_warm import (
 )
 from tests.integration.topologies import sentinel_settings
 
-# One worker starts the session's Sentinel setup and runs every test through it.
-pytestmark = pytest.mark.xdist_group("sentinel")
-
 __all__ = [  # collected here again, through Sentinel
     "test_empty_hot_query_keeps_the_published_list",
     "test_invalidate_rewarm_writes_the_fresh_row",
