@@ -13,6 +13,7 @@ from cachewarm import metrics
 from tests.helpers import (
     MakeConfig,
     cachewarm,
+    cachewarm_here,
     one_line,
     running,
     slow_listing_query,
@@ -33,7 +34,7 @@ def test_success_then_failure_keeps_the_last_success_time(
 ) -> None:
     before = time.time()
     ok = make_config(metrics_file=str(textfile))
-    assert cachewarm("--config", str(ok), "run").returncode == 0
+    assert cachewarm_here("--config", str(ok), "run").returncode == 0
     after = time.time()
     first = read(textfile)
     assert status_of(first) == "ok"
@@ -47,7 +48,7 @@ def test_success_then_failure_keeps_the_last_success_time(
     failing = make_config(
         metrics_file=str(textfile), listing_query="SELECT nope FROM products WHERE id IN %(ids)s"
     )
-    result = cachewarm("--config", str(failing), "run")
+    result = cachewarm_here("--config", str(failing), "run")
     assert result.returncode == 1
     second = read(textfile)
     assert status_of(second) == "failed"
@@ -58,7 +59,7 @@ def test_success_then_failure_keeps_the_last_success_time(
 
 def test_first_run_failing_has_no_last_success(make_config: MakeConfig, textfile: Path) -> None:
     config = make_config(metrics_file=str(textfile), hot_query="SELECT 'x' LIMIT %(limit)s")
-    assert cachewarm("--config", str(config), "run").returncode == 1
+    assert cachewarm_here("--config", str(config), "run").returncode == 1
     series = read(textfile)
     assert status_of(series) == "failed"
     assert value(series, metrics.LAST_SUCCESS) is None
@@ -93,7 +94,7 @@ def test_unwritable_metrics_file_warns_but_the_run_succeeds(
 ) -> None:
     (tmp_path / "afile").write_text("x")
     config = make_config(metrics_file=str(tmp_path / "afile" / "cachewarm.prom"))
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == 0
     line = one_line(result.stderr)
     assert "metrics.unwritable" in line and "afile" in line

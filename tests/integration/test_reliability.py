@@ -27,6 +27,7 @@ from tests.helpers import (
     MakeConfig,
     MakeSettings,
     cachewarm,
+    cachewarm_here,
     gate,
     invalidate_a_batch_in_flight,
     kill_queries,
@@ -414,7 +415,7 @@ def test_unusable_run_log_or_lockfile_fails_before_any_work(
     name = "runs.jsonl" if where == "log" else "cw.lock"
     path = tmp_path / "afile" / name if how == "under-a-file" else tmp_path / "adir"
     config = make_config(**{where: str(path)})
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert str(path) in line, line
