@@ -1,10 +1,11 @@
 """Fixtures backed by real MariaDB and Redis servers, and the config factories over them.
 
-By default each test session starts its own throwaway servers on free ports
-(about 1 s), the first time a test asks for one, and stops them at the end. Set
-CACHEWARM_TEST_MYSQL_URL / CACHEWARM_TEST_REDIS_URL (e.g. from `scripts/servers.py up`)
-to reuse running ones; tests then only create `cwtest_*` databases and `cwtest-*` keys,
-which they remove again, so a shared server is never flushed.
+By default each test session (each pytest-xdist worker is one) starts its own throwaway
+servers on free ports (about 1 s), the first time a test asks for one, and stops them at
+the end. Set CACHEWARM_TEST_MYSQL_URL / CACHEWARM_TEST_REDIS_URL (e.g. from
+`scripts/servers.py up`) to reuse running ones; tests then only create `cwtest_*`
+databases and `cwtest-*` keys, which they remove again, so a shared server is never
+flushed.
 """
 
 from __future__ import annotations
