@@ -305,6 +305,10 @@ def start_mariadb(
             f"--datadir={datadir}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
+            # The bootstrap server's temporary tables go here, not in /tmp: a mariadbd
+            # starting deletes every #sql* file in its tmpdir, so concurrent installs
+            # (parallel test workers) sharing /tmp would delete each other's and fail.
+            f"--tmpdir={base_dir}",
             *as_root,
         ]
         done = subprocess.run(

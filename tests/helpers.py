@@ -25,9 +25,12 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import seed as shop_seed  # scripts/seed.py -> examples/seed.py
+import structlog
+from click.testing import CliRunner
 from pymysql.connections import Connection
 
 from cachewarm import Settings, audit, warm
+from cachewarm.cli import main
 from cachewarm.errors import SourceError
 from cachewarm.runlog import RunRecord
 
@@ -118,6 +121,31 @@ def cachewarm(
         timeout=timeout,
         check=False,
     )
+
+
+def cachewarm_here(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cachewarm(...)` without a new interpreter: the same entry point, `cachewarm.cli.main`,
+    run in this process by click's CliRunner, with its exit code, stdout and stderr apart.
+
+    For tests of what a command does and prints. What only a process shows (signals, a
+    terminal, cron's environment, pids, pipes) is tested through `cachewarm` or `start`.
+    """
+    logging_config = structlog.get_config()
+    argv = sys.argv
+    try:
+        with CliRunner().isolation(input=stdin, env=env) as (out, err, _):
+            sys.argv = ["cachewarm", *args]
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    finally:
+        sys.argv = argv
+        structlog.configure(**logging_config)  # main() configured it for its own streams
+    return subprocess.CompletedProcess(["cachewarm", *args], code, stdout, stderr)
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

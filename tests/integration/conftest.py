@@ -1,10 +1,11 @@
 """Fixtures backed by real MariaDB and Redis servers, and the config factories over them.
 
-By default each test session starts its own throwaway servers on free ports
-(about 1 s), the first time a test asks for one, and stops them at the end. Set
-CACHEWARM_TEST_MYSQL_URL / CACHEWARM_TEST_REDIS_URL (e.g. from `scripts/servers.py up`)
-to reuse running ones; tests then only create `cwtest_*` databases and `cwtest-*` keys,
-which they remove again, so a shared server is never flushed.
+By default each test session (each pytest-xdist worker is one) starts its own throwaway
+servers on free ports (about 1 s), the first time a test asks for one, and stops them at
+the end. Set CACHEWARM_TEST_MYSQL_URL / CACHEWARM_TEST_REDIS_URL (e.g. from
+`scripts/servers.py up`) to reuse running ones; tests then only create `cwtest_*`
+databases and `cwtest-*` keys, which they remove again, so a shared server is never
+flushed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -66,19 +68,117 @@ def seeded_database(mysql_url: str, products: int, **seed_options: Any) -> Itera
         shop_seed.seed(shop.url, products, **seed_options)
         yield shop
     finally:
-        conn = shop_seed.connect(mysql_url, server_only=True, local_infile=False)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {shop_seed.quote_ident(name)}")
-        finally:
-            conn.close()
+        _drop_database(mysql_url, name)
+
+
+def _drop_database(mysql_url: str, name: str) -> None:
+    conn = shop_seed.connect(mysql_url, server_only=True, local_infile=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {shop_seed.quote_ident(name)}")
+    finally:
+        conn.close()
+
+
+def _fingerprint(shop: ShopDB) -> tuple[object, ...]:
+    """What a write could change: the tables, views and triggers, and every table's rows."""
+    conn = shop.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME",
+                (shop.name,),
+            )
+            tables = tuple(cur.fetchall())
+            cur.execute(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+                "WHERE TRIGGER_SCHEMA = %s ORDER BY TRIGGER_NAME",
+                (shop.name,),
+            )
+            triggers = tuple(cur.fetchall())
+            names = ", ".join(
+                shop_seed.quote_ident(t) for t, kind in tables if kind == "BASE TABLE"
+            )
+            cur.execute(f"CHECKSUM TABLE {names}")
+            checksums = tuple(cur.fetchall())
+    finally:
+        conn.close()
+    return tables, triggers, checksums
+
+
+class SharedShop:
+    """One seeded database for every test that only reads MySQL, checked after each test.
+
+    A test that changed it fails, and the database is seeded again so that no later test
+    sees the change. It is also seeded again once it is older than RESEED_AFTER_S: the
+    seed's recent order lines stay inside the hot query's one-day window for an hour.
+    """
+
+    RESEED_AFTER_S = 1800.0
+
+    def __init__(self, mysql_url: str) -> None:
+        self.mysql_url = mysql_url
+        self.shop: ShopDB | None = None
+        self.seeded_at = 0.0
+        self.fingerprint: tuple[object, ...] = ()
+
+    def fresh(self) -> ShopDB:
+        """The shared database, as seeded: seeding it first if it is missing or too old."""
+        if self.shop is None or time.monotonic() - self.seeded_at > self.RESEED_AFTER_S:
+            self.drop()
+            name = f"cwtest_shared_{secrets.token_hex(6)}"
+            shop = ShopDB(name=name, url=f"{self.mysql_url}/{name}")
+            shop_seed.seed(shop.url, SHOP_PRODUCTS)
+            self.shop, self.seeded_at = shop, time.monotonic()
+            self.fingerprint = _fingerprint(shop)
+        return self.shop
+
+    def unchanged(self) -> bool:
+        """Whether the database is as seeded; if not, it is dropped (seeded again on use)."""
+        if self.shop is None:
+            return True
+        if _fingerprint(self.shop) == self.fingerprint:
+            return True
+        self.drop()
+        return False
+
+    def drop(self) -> None:
+        if self.shop is not None:
+            _drop_database(self.mysql_url, self.shop.name)
+            self.shop = None
+
+
+@pytest.fixture(scope="session")
+def shared_shop(mysql_url: str) -> Iterator[SharedShop]:
+    """The session's read-only shop database (see SharedShop); dropped at the end."""
+    shared = SharedShop(mysql_url)
+    try:
+        yield shared
+    finally:
+        shared.drop()
 
 
 @pytest.fixture
-def shop_db(mysql_url: str) -> Iterator[ShopDB]:
-    """A uniquely named database seeded with 200 products; dropped afterwards."""
-    with seeded_database(mysql_url, SHOP_PRODUCTS) as shop:
-        yield shop
+def shop_db(request: pytest.FixtureRequest, mysql_url: str) -> Iterator[ShopDB]:
+    """A database seeded with 200 products, as the sample shop has them.
+
+    Shared by every test that only reads it, and verified unchanged after each. A test
+    that writes MySQL (rows, tables, the seed itself) carries `@pytest.mark.writes_mysql`
+    and gets a uniquely named database of its own, dropped afterwards.
+    """
+    if request.node.get_closest_marker("writes_mysql") is not None:
+        with seeded_database(mysql_url, SHOP_PRODUCTS) as own:
+            yield own
+        return
+    shared: SharedShop = request.getfixturevalue("shared_shop")
+    yield shared.fresh()
+    if not shared.unchanged():
+        pytest.fail(
+            f"{request.node.nodeid} changed the shared read-only shop database; "
+            "mark it @pytest.mark.writes_mysql to give it a database of its own",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -23,6 +23,9 @@ Client = redis.Redis  # a RedisCluster in test_cluster.py, which runs some of th
 RECHECK_S = 0.1  # the tests' re-check pause: nothing here edits on a timer
 FAST = {"CACHEWARM_AUDIT_RECHECK_AFTER": str(RECHECK_S)}
 
+# Every audit test makes listings stale by editing the shop.
+pytestmark = pytest.mark.writes_mysql
+
 
 def audited(make_settings: MakeSettings, recheck_after: float = RECHECK_S) -> Settings:
     """make_settings with [audit] recheck_after (make_config knows none of that section)."""

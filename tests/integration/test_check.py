@@ -17,7 +17,7 @@ from servers import Server
 
 from cachewarm import check
 from cachewarm.check import CheckReport, Finding
-from tests.helpers import MakeConfig, cachewarm
+from tests.helpers import MakeConfig, cachewarm_here
 from tests.integration.conftest import seeded_database
 
 # Statements that change data, schema or accounts: none may run during a check.
@@ -100,7 +100,7 @@ def test_a_working_config_passes_and_writes_nothing(
         mysql_before, redis_before = com_counters(shop_conn), redis_counters(redis_client)
         report = check.check(config, env={})
         mysql_after, redis_after = com_counters(shop_conn), redis_counters(redis_client)
-        cli = cachewarm("--config", str(config), "check")
+        cli = cachewarm_here("--config", str(config), "check")
     assert not report.failed, report.findings
     assert set(statuses(report).values()) == {check.OK}, report.findings
     assert list(statuses(report)) == [
@@ -138,7 +138,7 @@ def test_bad_password_fails_one_line_and_shows_no_secret(
     with mysql_user(shop_conn, "SELECT ON {db}.*") as (url, _):
         wrong = secrets.token_hex(12)
         config = make_config(mysql_url=url, mysql_password=wrong)
-        result = cachewarm("--config", str(config), "check")
+        result = cachewarm_here("--config", str(config), "check")
     assert result.returncode == 1
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert line.startswith("FAIL mysql: cannot connect to MySQL at ")
@@ -166,7 +166,7 @@ def test_hot_query_returning_non_integers_fails(make_config: MakeConfig) -> None
     assert finding(report, "hot_query", check.FAIL).message == (
         "hot query returned a non-integer id 'GAR-00000001' in row 1"
     )
-    result = cachewarm("--config", str(config), "check", "--json")
+    result = cachewarm_here("--config", str(config), "check", "--json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert data["ok"] is False
@@ -296,7 +296,7 @@ def test_a_config_that_does_not_load_is_one_failed_check(
 ) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    result = cachewarm("--config", str(config), "check")
+    result = cachewarm_here("--config", str(config), "check")
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL config: ") and expected in result.stdout
     assert len(result.stdout.splitlines()) == 1
@@ -305,5 +305,5 @@ def test_a_config_that_does_not_load_is_one_failed_check(
 def test_library_and_cli_agree(make_config: MakeConfig) -> None:
     config = make_config(hot_query="SELECT sku FROM products LIMIT %(limit)s")
     report = check.check(config, env={})
-    data = json.loads(cachewarm("--config", str(config), "check", "--json").stdout)
+    data = json.loads(cachewarm_here("--config", str(config), "check", "--json").stdout)
     assert data == report.to_dict()

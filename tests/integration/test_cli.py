@@ -15,6 +15,7 @@ import pytest
 import redis
 import seed
 from click.testing import CliRunner
+from pymysql.connections import Connection
 
 from cachewarm.cli import cli
 from tests.helpers import (
@@ -22,6 +23,7 @@ from tests.helpers import (
     MakeConfig,
     ShopDB,
     cachewarm,
+    gate,
     on_a_terminal,
     one_line,
     running,
@@ -132,21 +134,24 @@ def test_bad_config_exits_2_and_touches_nothing(
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
-def test_overlapping_run_exits_75_quickly(make_config: MakeConfig) -> None:
-    config = make_config(hot_query=SLOW_HOT_QUERY)
-    with running(start("--config", str(config), "run")) as first:
-        wait_for_lock_holder(config.with_name("cw.lock"))
-        began = time.monotonic()
-        second = cachewarm("--config", str(config), "run")
-        elapsed = time.monotonic() - began
-        assert second.returncode == 75
-        assert second.stderr == ""  # off a terminal a skip is silent: nothing for cron to mail
-        assert elapsed < 5  # "within a second" of its own work; interpreter start-up aside
-        holder = json.loads(cachewarm("--config", str(config), "status", "--json").stdout)["lock"]
-        assert holder["pid"] == first.pid
-        human = cachewarm("--config", str(config), "status").stdout
-        assert f"lock: held by run {holder['run_id']}, pid {first.pid}" in human
-        first.communicate(timeout=60)
+def test_overlapping_run_exits_75_quickly(make_config: MakeConfig, shop_conn: Connection) -> None:
+    with gate(shop_conn) as held:  # the first run holds the lock until the gate opens
+        config = make_config(hot_query=held.hot_query)
+        with running(start("--config", str(config), "run")) as first:
+            wait_for_lock_holder(config.with_name("cw.lock"))
+            began = time.monotonic()
+            second = cachewarm("--config", str(config), "run")
+            elapsed = time.monotonic() - began
+            assert second.returncode == 75
+            assert second.stderr == ""  # off a terminal a skip is silent: nothing for cron to mail
+            assert elapsed < 5  # "within a second" of its own work; interpreter start-up aside
+            status = cachewarm("--config", str(config), "status", "--json")
+            holder = json.loads(status.stdout)["lock"]
+            assert holder["pid"] == first.pid
+            human = cachewarm("--config", str(config), "status").stdout
+            assert f"lock: held by run {holder['run_id']}, pid {first.pid}" in human
+            held.open()
+            first.communicate(timeout=60)
     assert first.returncode == 0
     assert [r["status"] for r in runs(config)] == ["skipped", "ok"]
     assert f"pid {first.pid}" in str(runs(config)[0]["error"])

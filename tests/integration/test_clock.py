@@ -66,6 +66,7 @@ def test_the_step_is_real_in_this_test() -> None:
     assert float(result.stdout) - time.time() > 86_000
 
 
+@pytest.mark.writes_mysql
 def test_a_full_warm_from_a_clock_a_day_ahead_keeps_full_warms_on_schedule(
     make_config: MakeConfig, shop_conn: Connection, redis_client: redis.Redis, key_prefix: str
 ) -> None:

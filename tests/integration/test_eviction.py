@@ -88,6 +88,7 @@ def flush(url: str, _prefix: str) -> None:
         client.close()
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     "lose",

@@ -330,7 +330,9 @@ def test_edit_during_an_in_flight_warm_leaves_no_stale_listing(
     make_config: MakeConfig, db: Connection, redis_client: redis.Redis
 ) -> None:
     slow = load_settings(
-        make_config(warm_listing_query=slow_listing_query(0.15), warm_batch_size=4), env={}
+        # 10 batches of 4, 0.6 s each: room for the 4 attempts below to catch one in flight.
+        make_config(warm_listing_query=slow_listing_query(0.15), warm_batch_size=4, warm_limit=40),
+        env={},
     )
     follower = load_settings(make_config(), env={})
     keys = keys_of(slow)

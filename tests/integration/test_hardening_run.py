@@ -25,7 +25,7 @@ from cachewarm.runlog import RunRecord
 from tests.helpers import (
     MakeConfig,
     MakeSettings,
-    cachewarm,
+    cachewarm_here,
     kill_queries,
     one_line,
     runs,
@@ -49,6 +49,7 @@ def cached(client: redis.Redis, s: Settings, product_id: int) -> bool:
 # -- a listing the run cannot write ------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("first", ["incremental", "full"])
 def test_oversize_listing_is_removed_and_stays_out_of_the_hot_list(
     first: str, make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
@@ -174,14 +175,14 @@ def test_empty_hot_set_is_not_a_success(
 ) -> None:
     textfile = tmp_path / "cachewarm.prom"
     ok = make_config(metrics_file=str(textfile))
-    assert cachewarm("--config", str(ok), "run").returncode == 0
+    assert cachewarm_here("--config", str(ok), "run").returncode == 0
     succeeded = metric(textfile, LAST_SUCCESS)
     assert succeeded is not None
     empty = make_config(
         metrics_file=str(textfile),
         hot_query="SELECT id FROM products WHERE id < 0 LIMIT %(limit)s",
     )
-    result = cachewarm("--config", str(empty), "run")
+    result = cachewarm_here("--config", str(empty), "run")
     assert result.returncode == 0
     assert one_line(result.stderr).startswith("cachewarm: warning: the hot query returned no ids")
     assert runs(empty)[-1]["status"] == "empty"
@@ -197,7 +198,7 @@ def test_repeated_listing_rows_warn_once_and_the_first_wins(
     make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
 ) -> None:
     probe = make_config()
-    assert cachewarm("--config", str(probe), "run").returncode == 0
+    assert cachewarm_here("--config", str(probe), "run").returncode == 0
     hot = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")
     early, late = hot[0], hot[-1]  # in the first and the last batch
     doubled = (
@@ -206,7 +207,9 @@ def test_repeated_listing_rows_warn_once_and_the_first_wins(
         f"ON x.n = 1 OR p.id IN ({early}, {late}) "
         "WHERE p.id IN %(ids)s ORDER BY p.id, x.n"
     )
-    result = cachewarm("--config", str(make_config(listing_query=doubled, batch_size=16)), "run")
+    result = cachewarm_here(
+        "--config", str(make_config(listing_query=doubled, batch_size=16)), "run"
+    )
     assert result.returncode == 0, result.stderr
     assert one_line(result.stderr) == (
         f"cachewarm: warning: the listing query returned 2 rows for product {early}; "
@@ -228,6 +231,7 @@ def agree(dry: api.DryRunReport, record: RunRecord) -> None:
     assert would == (record.written, record.removed, record.unchanged, record.mode)
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("gone", ["deleted", "hidden", "hidden, not invalidated"])
 def test_hot_product_without_a_listing_row_is_dropped_and_runs_go_on(
     gone: str, make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
@@ -284,16 +288,17 @@ def runs_of(s: Settings) -> list[dict[str, object]]:
 # -- what a dry run records --------------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 def test_dry_run_record_and_events_say_would(
     make_config: MakeConfig, shop_conn: Connection, redis_client: redis.Redis, key_prefix: str
 ) -> None:
     config = make_config()
-    assert cachewarm("--config", str(config), "run").returncode == 0
+    assert cachewarm_here("--config", str(config), "run").returncode == 0
     hot = json.loads(redis_client.get(f"{key_prefix}:v1:hot") or b"")
     with shop_conn.cursor() as cur:
         cur.execute("UPDATE products SET sku = 'EDITED' WHERE id = %s", (hot[0],))
         cur.execute("DELETE FROM products WHERE id = %s", (hot[1],))
-    result = cachewarm("--config", str(config), "--log-format", "json", "run", "--dry-run")
+    result = cachewarm_here("--config", str(config), "--log-format", "json", "run", "--dry-run")
     assert result.returncode == 0, result.stderr
     record = runs(config)[-1]
     assert record["command"] == "dry-run"
@@ -303,5 +308,5 @@ def test_dry_run_record_and_events_say_would(
     finished = next(e for e in events if e["event"] == "run.finished")
     assert (finished["would_write"], finished["would_remove"]) == (1, 1)
     assert "written" not in finished and "removed" not in finished
-    status = cachewarm("--config", str(config), "status")
+    status = cachewarm_here("--config", str(config), "status")
     assert "1 would be written" in status.stdout

@@ -41,6 +41,7 @@ def stored(conn: Connection, product_id: int) -> tuple[str, str | None]:
     return row[0], row[1]
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_any_utf8mb4_text_round_trips_exactly(
     make_settings: MakeSettings,
@@ -80,6 +81,7 @@ def big_table(shop_conn: Connection) -> str:
     return "big"
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_multi_megabyte_text_round_trips_exactly(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 from pymysql.connections import Connection
 
@@ -14,6 +15,8 @@ from cachewarm.keys import MAX_SAFE_ID, Keys
 from tests.helpers import MakeConfig, MakeSettings, cachewarm, one_line, snapshot
 
 BIG = MAX_SAFE_ID + 2  # 9007199254740993: JSON.parse reads it as ...992
+
+pytestmark = pytest.mark.writes_mysql  # the tests add a product with an id past 2^53
 
 
 def add_hottest_product(conn: Connection, product_id: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 from pymysql.connections import Connection
 
@@ -23,6 +24,7 @@ def contents(client: redis.Redis, s: Settings) -> tuple[object, dict[int, object
     return hot, {i: client.get(keys.product(i)) for i in ids}
 
 
+@pytest.mark.writes_mysql
 def test_incremental_rereads_only_changed_and_missing(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
@@ -46,6 +48,7 @@ def test_incremental_rereads_only_changed_and_missing(
         assert listing["sku"] == f"E-{product_id}"
 
 
+@pytest.mark.writes_mysql
 def test_incremental_matches_a_full_warm_byte_for_byte(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
@@ -84,6 +87,7 @@ def test_full_every_and_flag_force_full_warms(make_settings: MakeSettings) -> No
     assert cachewarm.warm(make_settings(changed_query=CHANGED, full_every=0)).mode == "full"
 
 
+@pytest.mark.writes_mysql
 def test_too_many_changes_fall_back_to_full(
     make_settings: MakeSettings, shop_conn: Connection
 ) -> None:
@@ -94,6 +98,7 @@ def test_too_many_changes_fall_back_to_full(
     assert cachewarm.warm(s).mode == "full"
 
 
+@pytest.mark.writes_mysql
 def test_edit_while_not_hot_is_not_kept_when_hot_again(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:

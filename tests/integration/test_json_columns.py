@@ -27,7 +27,7 @@ from cachewarm.keys import Keys
 from cachewarm.mysql import encode
 from cachewarm.mysql.encode import InvalidJSON, ListingEncoder, stdlib_dumps
 from cachewarm.mysql.source import Source
-from tests.helpers import MakeConfig, MakeSettings, cachewarm, runs
+from tests.helpers import MakeConfig, MakeSettings, cachewarm_here, runs
 
 TEXT, DOUBLE, JSON_TEXT = 253, 5, 252
 DESCRIPTION = [("id", 8), ("name", TEXT), ("images", JSON_TEXT), ("weight", DOUBLE)]
@@ -168,16 +168,16 @@ def test_invalid_json_skips_that_listing_only(
         )
         return make_config(listing_query=query, json_columns="images,variants")
 
-    good = cachewarm("--config", str(config(-1)), "run")
+    good = cachewarm_here("--config", str(config(-1)), "run")
     assert good.returncode == 0, good.stderr
     victim = json.loads(redis_client.get(keys.hot) or b"")[0]
     assert json.loads(redis_client.get(keys.product(victim)) or b"")["variants"] == []
 
     bad_config = config(victim)
-    dry = cachewarm("--config", str(bad_config), "run", "--dry-run")
+    dry = cachewarm_here("--config", str(bad_config), "run", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert " 1 to remove" in dry.stdout
-    result = cachewarm("--config", str(bad_config), "run")
+    result = cachewarm_here("--config", str(bad_config), "run")
     assert (result.returncode, result.stdout) == (0, "")
     (warning,) = result.stderr.splitlines()
     assert warning.startswith("cachewarm: warning: 1 listing(s) rejected by the run's own checks")
@@ -207,6 +207,7 @@ DOCS_QUERY = (
 )
 
 
+@pytest.mark.writes_mysql
 @hypothesis.settings(
     max_examples=25, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
 )

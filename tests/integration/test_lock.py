@@ -17,7 +17,15 @@ import redis
 import cachewarm as cw
 from cachewarm import lock
 from cachewarm.errors import LockError
-from tests.helpers import MakeConfig, MakeSettings, cachewarm, lock_is_free, one_line, runs
+from tests.helpers import (
+    MakeConfig,
+    MakeSettings,
+    cachewarm,
+    cachewarm_here,
+    lock_is_free,
+    one_line,
+    runs,
+)
 
 
 def dead_pid() -> int:
@@ -42,7 +50,7 @@ def test_symlinked_lockfile_is_refused(
     link = tmp_path / "evil.lock"
     link.symlink_to(target)
     config = make_config(lockfile=str(link))
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == 1
     assert one_line(result.stderr) == (
         f"cachewarm: error: lockfile {link} is a symlink; refusing to use it"
@@ -95,13 +103,13 @@ OUTCOMES: dict[str, tuple[dict[str, object], int]] = {
 def test_lock_is_released_on_every_way_out(make_config: MakeConfig, outcome: str) -> None:
     overrides, code = OUTCOMES[outcome]
     config = make_config(**overrides)
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == code, result.stderr
     lockfile = config.with_name("cw.lock")
     assert lock.file_lock_holder(lockfile) is None
     assert lock_is_free(lockfile)
     assert lockfile.read_bytes() == b""  # no stale holder for an operator to puzzle over
-    follow = cachewarm("--config", str(make_config()), "run")
+    follow = cachewarm_here("--config", str(make_config()), "run")
     assert follow.returncode == 0, follow.stderr
     assert [r["status"] for r in runs(config)] == ["ok" if code == 0 else "failed", "ok"]
 

@@ -13,6 +13,7 @@ from cachewarm import check, metrics
 from tests.helpers import (
     MakeConfig,
     cachewarm,
+    cachewarm_here,
     one_line,
     running,
     slow_listing_query,
@@ -33,7 +34,7 @@ def test_success_then_failure_keeps_the_last_success_time(
 ) -> None:
     before = time.time()
     ok = make_config(metrics_file=str(textfile))
-    assert cachewarm("--config", str(ok), "run").returncode == 0
+    assert cachewarm_here("--config", str(ok), "run").returncode == 0
     after = time.time()
     first = read(textfile)
     assert status_of(first) == "ok"
@@ -47,7 +48,7 @@ def test_success_then_failure_keeps_the_last_success_time(
     failing = make_config(
         metrics_file=str(textfile), listing_query="SELECT nope FROM products WHERE id IN %(ids)s"
     )
-    result = cachewarm("--config", str(failing), "run")
+    result = cachewarm_here("--config", str(failing), "run")
     assert result.returncode == 1
     second = read(textfile)
     assert status_of(second) == "failed"
@@ -62,7 +63,7 @@ def test_a_deployment_that_never_succeeded_shows_last_success_zero(
     """Every series from the first run: an age alert fires, instead of finding none."""
     config = make_config(metrics_file=str(textfile), hot_query="SELECT 'x' LIMIT %(limit)s")
     for _ in range(2):
-        assert cachewarm("--config", str(config), "run").returncode == 1
+        assert cachewarm_here("--config", str(config), "run").returncode == 1
         series = read(textfile)
         assert status_of(series) == "failed"
         assert value(series, metrics.LAST_SUCCESS) == 0
@@ -97,7 +98,7 @@ def test_unwritable_metrics_file_warns_but_the_run_succeeds(
 ) -> None:
     (tmp_path / "afile").write_text("x")
     config = make_config(metrics_file=str(tmp_path / "afile" / "cachewarm.prom"))
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == 0
     line = one_line(result.stderr)
     assert line.startswith("cachewarm: warning: cannot write the metrics file ") and "afile" in line
@@ -111,7 +112,7 @@ def test_a_missing_metrics_directory_is_created_readable_by_the_collector(
     config = make_config(metrics_file=str(textfile))
     (finding,) = [f for f in check.check(config, env={}).findings if f.check == "metrics_file"]
     assert finding.status == check.OK
-    assert cachewarm("--config", str(config), "run").returncode == 0
+    assert cachewarm_here("--config", str(config), "run").returncode == 0
     assert status_of(read(textfile)) == "ok"
     assert textfile.parent.stat().st_mode & 0o005 == 0o005  # others may list and enter it
     assert textfile.stat().st_mode & 0o777 == 0o644

@@ -214,6 +214,7 @@ def test_a_flood_stays_bounded_and_the_run_within_its_deadline(
     assert record.miss_queue <= s.warm.miss_queue_max + 100
 
 
+@pytest.mark.writes_mysql
 def test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: Client
 ) -> None:

@@ -27,6 +27,7 @@ from tests.helpers import (
     MakeConfig,
     MakeSettings,
     cachewarm,
+    cachewarm_here,
     gate,
     invalidate_a_batch_in_flight,
     kill_queries,
@@ -55,6 +56,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, 
 # --- 1. no stale resurrection -------------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("rewarm", [False, True], ids=["invalidate", "invalidate-rewarm"])
 def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     make_settings: MakeSettings,
@@ -415,7 +417,7 @@ def test_unusable_run_log_or_lockfile_fails_before_any_work(
     name = "runs.jsonl" if where == "log" else "cw.lock"
     path = tmp_path / "afile" / name if how == "under-a-file" else tmp_path / "adir"
     config = make_config(**{where: str(path)})
-    result = cachewarm("--config", str(config), "run")
+    result = cachewarm_here("--config", str(config), "run")
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert str(path) in line, line
@@ -428,6 +430,7 @@ def test_unusable_run_log_or_lockfile_fails_before_any_work(
 # --- 7. several cron hosts: the Redis lock ------------------------------------------------------
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.timeout(90)
 def test_paused_redis_lock_holder_cannot_overwrite_the_next_holder(
     make_config: MakeConfig,

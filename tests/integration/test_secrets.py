@@ -17,7 +17,7 @@ from servers import Server
 import cachewarm as cw
 from cachewarm import load_settings
 from cachewarm.errors import CachewarmError
-from tests.helpers import MakeConfig, ShopDB, cachewarm, one_line
+from tests.helpers import MakeConfig, ShopDB, cachewarm, cachewarm_here, one_line
 
 MYSQL_PW = "Sql-Pw-4f9c2e"
 REDIS_PW = "Rds-Pw-8a1b7d"
@@ -141,7 +141,7 @@ def test_config_readable_by_others_with_a_password_warns(
     env = {"CACHEWARM_MYSQL_PASSWORD": MYSQL_PW, "CACHEWARM_REDIS_PASSWORD": REDIS_PW}
     config = make_config(**overrides)
     config.chmod(mode)
-    result = cachewarm("--config", str(config), "run", env=env)
+    result = cachewarm_here("--config", str(config), "run", env=env)
     assert result.returncode == 0, result.stderr
     assert_no_secret("stderr", result.stderr)
     if warned:
@@ -160,7 +160,7 @@ def test_config_without_a_password_may_be_world_readable(
     )
     config.chmod(0o644)
     env = {"CACHEWARM_MYSQL_PASSWORD": MYSQL_PW, "CACHEWARM_REDIS_PASSWORD": REDIS_PW}
-    result = cachewarm("--config", str(config), "run", env=env)
+    result = cachewarm_here("--config", str(config), "run", env=env)
     assert (result.returncode, result.stderr) == (0, "")
 
 
@@ -176,7 +176,7 @@ def test_unencoded_url_password_never_shown(
     )
     config = make_config(**{f"{scheme}_url": url, "connect_timeout": 1})
     for args in (("run",), ("status", "--json")):
-        result = cachewarm("--config", str(config), *args)
+        result = cachewarm_here("--config", str(config), *args)
         if args == ("run",):  # status reads no MySQL, so only run must fail here
             assert result.returncode != 0
         assert "ss-7c1" not in result.stdout + result.stderr  # nor the part after the char

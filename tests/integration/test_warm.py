@@ -62,6 +62,7 @@ def test_listing_is_the_row_in_column_order(
     assert listing["price"] == f"{price:.2f}"
 
 
+@pytest.mark.writes_mysql
 def test_second_run_reports_unchanged_and_rewrites_only_edits(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
@@ -76,6 +77,7 @@ def test_second_run_reports_unchanged_and_rewrites_only_edits(
     assert json.loads(redis_client.get(keys.product(top)) or b"")["name"] == "Renamed ✓"
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("driver", ["pymysql", "mysqlclient"])
 def test_json_mapping_of_every_type(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis, driver: str
@@ -137,6 +139,7 @@ def test_both_drivers_write_the_same_bytes(
     assert by_driver["pymysql"] == by_driver["mysqlclient"]
 
 
+@pytest.mark.writes_mysql
 def test_dry_run_writes_nothing_on_the_server(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
@@ -180,6 +183,7 @@ def test_invalidate_deletes_and_is_idempotent(
     assert cachewarm.invalidate(s, ids).deleted == 0
 
 
+@pytest.mark.writes_mysql
 def test_invalidate_rewarm_writes_the_fresh_row(
     make_settings: MakeSettings, shop_conn: Connection
 ) -> None:
@@ -195,6 +199,7 @@ def test_invalidate_rewarm_writes_the_fresh_row(
     assert cachewarm.warm(s).skipped_invalidated == 0
 
 
+@pytest.mark.writes_mysql
 def test_deleted_product_leaves_cache_and_hot_list(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
