@@ -23,9 +23,6 @@ Client = redis.Redis  # a RedisCluster in test_cluster.py, which runs some of th
 RECHECK_S = 0.1  # the tests' re-check pause: nothing here edits on a timer
 FAST = {"CACHEWARM_AUDIT_RECHECK_AFTER": str(RECHECK_S)}
 
-# Every audit test makes listings stale by editing the shop.
-pytestmark = pytest.mark.writes_mysql
-
 
 def audited(make_settings: MakeSettings, recheck_after: float = RECHECK_S) -> Settings:
     """make_settings with [audit] recheck_after (make_config knows none of that section)."""
@@ -65,6 +62,7 @@ def make_stale(s: Settings, client: Client, conn: Connection, hot: list[int]) ->
     return sorted([wrong_a, wrong_b, edited, deleted])
 
 
+@pytest.mark.writes_mysql
 def test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart(
     make_settings: MakeSettings, redis_client: Client, shop_conn: Connection
 ) -> None:
@@ -86,6 +84,7 @@ def test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart(
     assert cw.audit(s, every=True).stale_ids == stale
 
 
+@pytest.mark.writes_mysql
 def test_a_sample_checks_that_many_hot_ids(
     make_settings: MakeSettings, redis_client: Client, shop_conn: Connection
 ) -> None:
@@ -98,6 +97,7 @@ def test_a_sample_checks_that_many_hot_ids(
     assert cw.audit(replace(s, audit=replace(s.audit, sample=7))).checked == 7
 
 
+@pytest.mark.writes_mysql
 def test_all_also_checks_cached_listings_outside_the_hot_list(
     make_settings: MakeSettings, redis_client: Client, shop_conn: Connection
 ) -> None:
@@ -115,6 +115,7 @@ def test_all_also_checks_cached_listings_outside_the_hot_list(
     assert (report.checked, report.stale_ids) == (len(hot) + 1, [unknown])
 
 
+@pytest.mark.writes_mysql
 def test_audit_without_fix_writes_nothing(
     make_settings: MakeSettings,
     redis_client: Client,
@@ -154,6 +155,7 @@ def test_audit_without_fix_writes_nothing(
     assert sorted(tmp_path.rglob("*")) == files_before
 
 
+@pytest.mark.writes_mysql
 def test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none(
     make_settings: MakeSettings, redis_client: Client, shop_conn: Connection
 ) -> None:
@@ -173,6 +175,7 @@ def test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none(
     assert cw.audit(s, every=True).stale == 0
 
 
+@pytest.mark.writes_mysql
 @pytest.mark.parametrize("rewarm", [True, False], ids=["rewarmed", "invalidated"])
 def test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm(
     make_settings: MakeSettings,
@@ -207,6 +210,7 @@ def test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm(
     assert report.missing == (0 if rewarm else 1)
 
 
+@pytest.mark.writes_mysql
 def test_an_edit_left_uninvalidated_through_the_pause_is_stale(
     make_settings: MakeSettings, redis_client: Client, shop_conn: Connection
 ) -> None:
@@ -220,6 +224,7 @@ def test_an_edit_left_uninvalidated_through_the_pause_is_stale(
     assert (report.rechecked, report.stale_ids) == (1, [hot[3]])
 
 
+@pytest.mark.writes_mysql
 def test_cli_exit_codes_json_and_summary_line(
     make_config: MakeConfig, redis_client: Client, shop_conn: Connection, key_prefix: str
 ) -> None:
@@ -254,6 +259,7 @@ def test_cli_exit_codes_json_and_summary_line(
     )
 
 
+@pytest.mark.writes_mysql
 def test_audit_metrics_go_to_its_own_textfile(
     make_config: MakeConfig,
     redis_client: Client,
@@ -279,6 +285,7 @@ def test_audit_metrics_go_to_its_own_textfile(
     assert last is not None and before - 1 <= last <= time.time() + 1
 
 
+@pytest.mark.writes_mysql
 def test_check_reports_an_unwritable_audit_textfile(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:

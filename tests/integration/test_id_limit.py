@@ -16,8 +16,6 @@ from tests.helpers import MakeConfig, MakeSettings, cachewarm, one_line, snapsho
 
 BIG = MAX_SAFE_ID + 2  # 9007199254740993: JSON.parse reads it as ...992
 
-pytestmark = pytest.mark.writes_mysql  # the tests add a product with an id past 2^53
-
 
 def add_hottest_product(conn: Connection, product_id: int) -> None:
     """A copy of product 1 under `product_id`, ordered more than any other today."""
@@ -34,6 +32,7 @@ def add_hottest_product(conn: Connection, product_id: int) -> None:
         )
 
 
+@pytest.mark.writes_mysql
 def test_a_hot_id_above_2_53_fails_the_run_in_one_line_and_keeps_the_cache(
     make_config: MakeConfig, shop_conn: Connection, redis_client: redis.Redis, key_prefix: str
 ) -> None:
@@ -52,6 +51,7 @@ def test_a_hot_id_above_2_53_fails_the_run_in_one_line_and_keeps_the_cache(
     assert snapshot(redis_client, key_prefix) == before
 
 
+@pytest.mark.writes_mysql
 def test_allow_big_ids_publishes_them_exactly(
     make_settings: MakeSettings, shop_conn: Connection, redis_client: redis.Redis
 ) -> None:
@@ -62,6 +62,7 @@ def test_allow_big_ids_publishes_them_exactly(
     assert json.loads(redis_client.get(s.keys.product(BIG)) or b"")["id"] == BIG
 
 
+@pytest.mark.writes_mysql
 def test_ids_that_only_name_keys_are_not_limited(
     make_config: MakeConfig, make_settings: MakeSettings, redis_client: redis.Redis
 ) -> None:
