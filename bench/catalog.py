@@ -332,14 +332,15 @@ CREATE TABLE skus (
     KEY (updated_at),
     KEY (sold_24h, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
-INSERT INTO skus (id, sku, name, price, stock, sold_24h)
+INSERT INTO skus (id, sku, name, price, stock, sold_24h, updated_at)
 SELECT seq,
        CONCAT('NAR-', LPAD(seq, 8, '0')),
        CONCAT(ELT(1 + seq % 8, 'Mug', 'Pen', 'Cap', 'Tea "Gold"', 'Bag',
                   'Café Cup', 'Box\\\\Lid', '東京 Fan'), ' ', seq),
        (seq * 7919 % 100000) / 100,
        CAST(seq AS SIGNED) * 17 % 500 - 5,
-       seq * 2654435761 % 1000
+       seq * 2654435761 % 1000,
+       TIMESTAMP'2025-01-01 00:00:00' + INTERVAL seq * 104729 % 31536000 SECOND
 FROM seq_1_to_{n};
 ANALYZE TABLE skus;
 """
