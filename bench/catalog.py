@@ -75,7 +75,7 @@ class Catalog:
     @property
     def listing_query(self) -> str:
         columns = ", ".join(c.select for c in self.columns)
-        source = f"{self.table} {self.joins}"
+        source = f"{self.table} {self.joins}".rstrip()
         return f"SELECT {columns} FROM {source} WHERE {self.id_sql} IN %(ids)s"
 
     def c_pipeline_sql(self, limit: int) -> str:
@@ -105,6 +105,30 @@ class Catalog:
 
 def _seed_sample(server_url: str, n: int, database: str) -> None:
     shop.seed(server_url, n, database=database)
+
+
+def _seed_sql(schema: str) -> Callable[[str, int, str], None]:
+    """A loader that runs `schema` (with {n} = products) in a fresh utf8mb4 database."""
+
+    def load(server_url: str, n: int, database: str) -> None:
+        if n < 1:
+            raise ValueError("a generated catalog needs at least one product")
+        conn = shop.connect(server_url, server_only=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS {shop.quote_ident(database)} "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+                conn.select_db(database)
+                for statement in schema.replace("{n}", str(n)).split(";\n"):
+                    if statement.strip():
+                        cur.execute(statement)
+                        cur.fetchall()
+        finally:
+            conn.close()
+
+    return load
 
 
 SAMPLE = Catalog(
@@ -243,25 +267,6 @@ ANALYZE TABLE brands, items, promotions, review_stats;
 """
 
 
-def _seed_wide(server_url: str, n: int, database: str) -> None:
-    if n < 1:
-        raise ValueError("the wide catalog needs at least one product")
-    conn = shop.connect(server_url, server_only=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"CREATE DATABASE IF NOT EXISTS {shop.quote_ident(database)} "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-            conn.select_db(database)
-            for statement in _WIDE_SCHEMA.replace("{n}", str(n)).split(";\n"):
-                if statement.strip():
-                    cur.execute(statement)
-                    cur.fetchall()
-    finally:
-        conn.close()
-
-
 WIDE = Catalog(
     name="wide",
     shape=(
@@ -305,7 +310,59 @@ WIDE = Catalog(
     hot_query="SELECT id FROM items ORDER BY sold_24h DESC, id LIMIT %(limit)s",
     changed_query="SELECT id FROM items WHERE updated_at >= %(since)s",
     update_1pct="UPDATE items SET price = price + 1 WHERE id % 100 = 0",
-    load=_seed_wide,
+    load=_seed_sql(_WIDE_SCHEMA),
 )
 
-CATALOGS = {c.name: c for c in (SAMPLE, WIDE)}
+
+# The narrow catalog: 5 columns, ~80 bytes of JSON per listing, the worst case for
+# per-row overhead (every fixed cost of a row weighs the most against the bytes it
+# carries). Seeded from the sequence engine like the wide one; a few names hold a quote,
+# a backslash or a non-Latin script so the text path is still exercised.
+_NARROW_SCHEMA = """
+DROP TABLE IF EXISTS skus;
+CREATE TABLE skus (
+    id         BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    sku        VARCHAR(16)     NOT NULL,
+    name       VARCHAR(64)     NOT NULL,
+    price      DECIMAL(9,2)    NOT NULL,
+    stock      INT             NOT NULL,
+    sold_24h   INT             NOT NULL,
+    updated_at DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+                               ON UPDATE CURRENT_TIMESTAMP(3),
+    KEY (updated_at),
+    KEY (sold_24h, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+INSERT INTO skus (id, sku, name, price, stock, sold_24h, updated_at)
+SELECT seq,
+       CONCAT('NAR-', LPAD(seq, 8, '0')),
+       CONCAT(ELT(1 + seq % 8, 'Mug', 'Pen', 'Cap', 'Tea "Gold"', 'Bag',
+                  'Café Cup', 'Box\\\\Lid', '東京 Fan'), ' ', seq),
+       (seq * 7919 % 100000) / 100,
+       CAST(seq AS SIGNED) * 17 % 500 - 5,
+       seq * 2654435761 % 1000,
+       TIMESTAMP'2025-01-01 00:00:00' + INTERVAL seq * 104729 % 31536000 SECOND
+FROM seq_1_to_{n};
+ANALYZE TABLE skus;
+"""
+
+
+NARROW = Catalog(
+    name="narrow",
+    shape="narrow rows: 5 columns, ~80 bytes of JSON (BIGINT, 2 VARCHAR, DECIMAL, INT), no JOIN",
+    table="skus s",
+    joins="",
+    id_sql="s.id",
+    columns=(
+        Column("id", "s.id", "int"),
+        Column("sku", "s.sku", "text"),
+        Column("name", "s.name", "text"),
+        Column("price", "s.price", "decimal"),
+        Column("stock", "s.stock", "int"),
+    ),
+    hot_query="SELECT id FROM skus ORDER BY sold_24h DESC, id LIMIT %(limit)s",
+    changed_query="SELECT id FROM skus WHERE updated_at >= %(since)s",
+    update_1pct="UPDATE skus SET price = price + 1 WHERE id % 100 = 0",
+    load=_seed_sql(_NARROW_SCHEMA),
+)
+
+CATALOGS = {c.name: c for c in (SAMPLE, WIDE, NARROW)}

@@ -1,5 +1,9 @@
 """The `cachewarm` command: parse, call the library, print, map errors to exit codes.
 
+Each command imports what it runs when it runs: `--version`, `--help` and shell
+completion load click and this module only, never redis-py, a MySQL driver or structlog
+(tests/unit/test_startup.py holds it to that).
+
 Exit codes: 0 ok, 1 the run failed, 2 usage or config error, 75 skipped (lock held;
 silent off a terminal), 129 / 130 / 143 interrupted by SIGHUP / SIGINT / SIGTERM, 141 the
 reader of the output went away (`status | head -1`).
@@ -11,22 +15,23 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from . import __version__, check, output, parts, render, views
-from . import orchestrate as api
-from .binlog import follow
+from . import __version__
 from .errors import EX_FAILED
 from .exits import Group, Options
-from .guard import run_guard
 from .keys import parse_id, parse_ids
-from .staleness import audit
+
+if TYPE_CHECKING:
+    from . import output
 
 
 def _print_version(ctx: click.Context, _: click.Parameter, wanted: bool) -> None:
     if wanted and not ctx.resilient_parsing:
+        from . import parts
+
         click.echo(f"cachewarm {__version__}\n{parts.describe()}")
         ctx.exit()
 
@@ -108,6 +113,10 @@ def run(
     Holds the lock for the whole run; if another run holds it, exits 75 at once.
     Prints nothing on success unless on a terminal.
     """
+    from . import orchestrate as api
+    from . import render
+    from .guard import run_guard
+
     settings = opts.settings(
         {
             ("warm", "limit"): limit,
@@ -136,6 +145,8 @@ def invalidate_cmd(opts: Options, ids: Sequence[str], rewarm: bool) -> None:
     A warm already in flight will not write back what it read before this call.
     All ids are checked before anything is touched.
     """
+    from . import orchestrate as api
+
     texts = [t for arg in ids for t in (sys.stdin.read().split() if arg == "-" else [arg])]
     product_ids = parse_ids(texts)
     result = api.invalidate(opts.settings(), product_ids, rewarm=rewarm)
@@ -156,6 +167,8 @@ def show_cmd(opts: Options, product_id: str) -> None:
 
     Exit 1 if it is not cached.
     """
+    from . import views
+
     pid = parse_id(product_id)
     value = views.show(opts.settings(), pid)
     if value is None:
@@ -170,6 +183,8 @@ def show_cmd(opts: Options, product_id: str) -> None:
 @click.pass_obj
 def status_cmd(opts: Options, as_json: bool, runs: int) -> None:
     """Recent runs, the lock holder, and the published hot list's age and size."""
+    from . import render, views
+
     if runs < 1:
         raise click.BadParameter("must be at least 1", param_hint="--runs")
     report = views.status(opts.settings(), runs=runs)
@@ -192,6 +207,8 @@ def follow_cmd(opts: Options, from_now: bool, resync: bool, rewarm: bool | None)
     Resumes from its checkpoint; on SIGTERM or SIGINT it applies the current batch,
     saves the checkpoint and exits 0.
     """
+    from .binlog import follow
+
     if from_now and resync:
         raise click.UsageError("--from-now and --resync exclude each other")
     stop = threading.Event()
@@ -217,6 +234,10 @@ def audit_cmd(opts: Options, sample: int | None, every: bool, fix: bool, as_json
     (also when --fix repaired it). Without --fix, writes nothing to Redis, MySQL or the
     run log; only [audit] textfile, when set.
     """
+    from . import render
+    from .guard import run_guard
+    from .staleness import audit
+
     settings = opts.settings()
     with run_guard(settings.run.max_seconds):
         report = audit(settings, sample=sample, every=every, fix=fix)
@@ -236,6 +257,8 @@ def check_cmd(opts: Options, as_json: bool) -> None:
     One line per finding (ok, WARN, FAIL); exit 0 when nothing failed, 1 otherwise.
     Reads only: never writes to MySQL, Redis or any file. Run it as the cron user.
     """
+    from . import check, output, render
+
     output.configure(
         verbose=opts.verbose, quiet=opts.quiet, fmt=opts.log_format, color=opts.color, secrets=[]
     )

@@ -14,15 +14,16 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import structlog
 
-from . import output, parts
-from .config import Overrides, Settings, load_settings
 from .errors import EX_FAILED, CachewarmError, LockHeld
 from .urls import scrub
+
+if TYPE_CHECKING:
+    from . import output
+    from .config import Overrides, Settings
 
 
 @dataclass
@@ -35,7 +36,16 @@ class Options:
     secrets: list[str] = field(default_factory=list)
 
     def settings(self, overrides: Overrides | None = None) -> Settings:
-        """Load settings once per command, then set up logging with their secrets."""
+        """Load settings once per command, then set up logging with their secrets.
+
+        Settings and logging are imported here, not with the module: `--version`,
+        `--help` and shell completion never load them.
+        """
+        import structlog
+
+        from . import output, parts
+        from .config import load_settings
+
         settings = load_settings(self.config, overrides=overrides)
         self.secrets = settings.secrets()
         output.configure(

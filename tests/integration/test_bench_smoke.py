@@ -1,4 +1,4 @@
-"""The benchmark still runs: bench/run.py at a tiny size, both catalogs, default install.
+"""The benchmark still runs: bench/run.py at a tiny size, every catalog, default install.
 
 A config or CLI change that breaks the benchmark fails here rather than on the next
 measurement. Asserts that the run completed, that every variant ran, and that every
@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 2000
@@ -27,16 +29,24 @@ CHECKS = {
 }
 
 
+@pytest.mark.timeout(240)  # three catalogs, plus building the install on a fresh clone
 def test_bench_runs_and_every_variant_writes_the_same_bytes(tmp_path: Path) -> None:
-    bench = [str(ROOT / "bench" / "run.py"), "--catalog", "sample,wide", "--installs", "default"]
+    bench = [
+        str(ROOT / "bench" / "run.py"),
+        "--catalog",
+        "sample,wide,narrow",
+        "--installs",
+        "default",
+    ]
     argv = [sys.executable, *bench, "--sizes", str(N), "--repeat", "1", "--out", str(tmp_path)]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=110)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=230)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [results] = tmp_path.glob("*.json")
     reports = json.loads(results.read_text(encoding="utf-8"))["reports"]
     assert [(r["catalog"], r["n"], r["hot"]) for r in reports] == [
         ("sample", N, N),
         ("wide", N, N),
+        ("narrow", N, N),
     ]
     for report in reports:
         ran = {r["key"] for r in report["results"] if r["wall_s"]}

@@ -34,3 +34,15 @@ def test_the_pure_python_parts_are_named_where_the_c_ones_are_missing(
 def test_verbose_says_which_parts_a_command_runs_with() -> None:
     result = cachewarm("-v", "status", env={"CACHEWARM_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert f"cachewarm: debug: cachewarm.parts parts={parts.describe()}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "dist"),
+    [("pymysql", "PyMySQL"), ("orjson", "orjson"), ("hiredis", "hiredis"), ("click", "click")],
+)
+def test_a_version_read_from_the_dist_info_name_is_the_installed_one(
+    module: str, dist: str
+) -> None:
+    from importlib import metadata
+
+    assert parts._installed(module, dist) == metadata.version(dist)
