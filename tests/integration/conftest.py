@@ -290,6 +290,12 @@ def make_config(shop_db: ShopDB, redis_url: str, key_prefix: str, tmp_path: Path
 
 
 @pytest.fixture
+def redis_mode() -> str:
+    """`[redis] mode` of the configs a test writes by hand; the cluster module overrides it."""
+    return "single"
+
+
+@pytest.fixture
 def make_settings(make_config: MakeConfig) -> MakeSettings:
     """Settings loaded exactly as the CLI would load make_config's file."""
     return lambda **overrides: load_settings(make_config(**overrides), env={})

@@ -42,8 +42,10 @@ from tests.integration.test_audit import (
 )
 from tests.integration.test_cli import test_kill_9_mid_run_then_next_run_succeeds
 from tests.integration.test_misses import (
+    follow_settings,
     test_a_flood_stays_bounded_and_the_run_within_its_deadline,
     test_dry_run_reports_the_queue_and_consumes_nothing,
+    test_follow_fills_reported_misses_as_they_come,
     test_garbage_and_absent_ids_are_counted_not_fatal,
     test_kill_9_mid_drain_loses_no_entry,
     test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes,
@@ -73,6 +75,7 @@ from tests.integration.topologies import (
 )
 
 __all__ = [  # collected here again, against the cluster
+    "follow_settings",
     "test_a_flood_stays_bounded_and_the_run_within_its_deadline",
     "test_an_edit_whose_invalidation_lands_during_the_pause_raises_no_alarm",
     "test_audit_finds_exactly_the_stale_ids_and_counts_missing_apart",
@@ -80,6 +83,7 @@ __all__ = [  # collected here again, against the cluster
     "test_dry_run_reports_the_queue_and_consumes_nothing",
     "test_empty_hot_query_keeps_the_published_list",
     "test_fix_repairs_the_stale_listings_and_a_second_audit_finds_none",
+    "test_follow_fills_reported_misses_as_they_come",
     "test_garbage_and_absent_ids_are_counted_not_fatal",
     "test_hung_query_stops_at_max_seconds_and_names_what_hung",
     "test_invalidate_rewarm_writes_the_fresh_row",
@@ -122,6 +126,11 @@ def key_prefix(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def make_config(make_config: MakeConfig) -> MakeConfig:
     return lambda **overrides: make_config(**{"mode": "cluster", **overrides})
+
+
+@pytest.fixture
+def redis_mode() -> str:
+    return "cluster"
 
 
 def test_listings_land_on_every_master(

@@ -294,7 +294,7 @@ FOLLOW_WITHIN_S = 10  # generous for a loaded CI box; bench/misses.py measures t
 
 @pytest.fixture
 def follow_settings(
-    binlog_server: servers.Server, redis_url: str, key_prefix: str, tmp_path: Path
+    binlog_server: servers.Server, redis_url: str, redis_mode: str, key_prefix: str, tmp_path: Path
 ) -> Iterator[Settings]:
     """A shop on the binlog server, and settings that follow its products table."""
     name = f"cwtest_{secrets.token_hex(6)}"
@@ -302,7 +302,7 @@ def follow_settings(
     shop_seed.seed(url, SHOP_PRODUCTS)
     config = tmp_path / "follow.toml"
     config.write_text(
-        f'[mysql]\nurl = "{url}"\n[redis]\nurl = "{redis_url}"\n'
+        f'[mysql]\nurl = "{url}"\n[redis]\nurl = "{redis_url}"\nmode = "{redis_mode}"\n'
         f"[warm]\nhot_query = {json.dumps(shop_seed.HOT_QUERY)}\n"
         f"listing_query = {json.dumps(shop_seed.LISTING_QUERY)}\n"
         f'[keys]\nprefix = "{key_prefix}"\n'
