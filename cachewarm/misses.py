@@ -42,7 +42,7 @@ from .keys import MAX_ID, MISS_GROUP, Keys
 from .lock import Fence
 from .mysql.replica import ReplicaReads
 from .mysql.source import Source
-from .pipeline import reader_for, writer_for
+from .pipeline import Items, Reader, reader_for, writer_for
 from .runlog import RunRecord
 from .store.connect import Client, connect, describe, failing_as
 from .store.pipe import ScriptPipe
@@ -77,6 +77,26 @@ def entry_id(fields: dict[bytes, bytes]) -> int | None:
         return None
     product_id = int(value)
     return product_id if product_id <= MAX_ID else None
+
+
+def product_ids(entries: Sequence[Entry], seen: set[int]) -> tuple[list[int], int]:
+    """The ids these entries name that are not in `seen` yet (added to it), in entry
+    order, and how many entries name no product id: what a drain fills and counts."""
+    ids, invalid = [], 0
+    for _, fields in entries:
+        product_id = entry_id(fields)
+        if product_id is None:
+            invalid += 1
+        elif product_id not in seen:
+            seen.add(product_id)
+            ids.append(product_id)
+    return ids, invalid
+
+
+def absent_ids(reader: Reader) -> int:
+    """Ids the listing query found no row for; the run's own checks' rejections are not."""
+    rejected = set(reader.rejected.ids)
+    return sum(i not in rejected for i in reader.absent)
 
 
 @dataclass
@@ -173,14 +193,9 @@ class Drain:
         `repeat`: warm an id again even if this drain filled it before (the follower,
         which runs for days); a run warms each id once.
         """
-        counts, ids = self.counts, []
-        for _, fields in entries:
-            product_id = entry_id(fields)
-            if product_id is None:
-                counts.invalid += 1
-            elif product_id not in counts.seen:
-                counts.seen.add(product_id)
-                ids.append(product_id)
+        counts = self.counts
+        ids, invalid = product_ids(entries, counts.seen)
+        counts.invalid += invalid
         if ids:
             self._warm(ids)
         names = [name for name, _ in entries]
@@ -212,8 +227,7 @@ class Drain:
             pipe.close()
         counts.filled += writer.totals.written + writer.totals.unchanged
         counts.skipped += len(writer.skipped)
-        rejected = set(reader.rejected.ids)
-        counts.absent += sum(i not in rejected for i in reader.absent)
+        counts.absent += absent_ids(reader)
 
     def trim(self) -> None:
         """Keep the stream within miss_queue_max, should a reader XADD without MAXLEN."""
@@ -310,20 +324,40 @@ class MissPeek:
     would_take: int = 0  # min(queued, miss_per_run)
     ids: int = 0  # distinct product ids among those
     invalid: int = 0  # entries among those that name no product id
+    absent: int = 0  # ids among those without a listing row
 
 
-def peek(settings: Settings, client: Client) -> MissPeek:
-    """The dry run's view: XLEN and XRANGE only, no group, no acknowledgement."""
+class _Unsent:
+    """The dry run's target for the misses: the Reader reads and checks, nothing is sent."""
+
+    def mark(self) -> int:
+        return 0
+
+    def send(self, items: Items, mark: int | None = None) -> None:
+        return None
+
+
+def peek(
+    settings: Settings, client: Client, src: Source, record: RunRecord, *, deadline: float
+) -> MissPeek:
+    """The dry run's view: XLEN and XRANGE, no group, no acknowledgement, no write.
+
+    The ids are read through the run's Reader and counted as a run counts them, so an
+    id without a listing row is absent here exactly when the run would find it so.
+    """
     where, key = describe(settings.redis), settings.keys.misses
     report = MissPeek(queued=queue_length(client, settings.keys, where=where))
     if not report.queued:
         return report
+    record.stage = f"reading {key} on {where}"
     with failing_as(where):
         entries: Any = client.xrange(key, count=settings.warm.miss_per_run)
-    found = {entry_id(fields) for _, fields in entries}
-    report.would_take = len(entries)
-    report.invalid = sum(entry_id(fields) is None for _, fields in entries)
-    report.ids = len(found - {None})
+    ids, report.invalid = product_ids(entries, set())
+    report.would_take, report.ids = len(entries), len(ids)
+    if ids:
+        reader = reader_for(settings, src, record, deadline)
+        reader.run(ids, _Unsent(), evidence=None, where="nowhere (a dry run)")
+        report.absent = absent_ids(reader)
     return report
 
 

@@ -31,10 +31,12 @@ from tests.helpers import (
     SHOP_PRODUCTS,
     MakeConfig,
     MakeSettings,
+    cachewarm_here,
     invalidate_a_batch_in_flight,
     running,
     running_listing_batches,
     slow_listing_query,
+    snapshot,
     start,
     wait_for,
     warming,
@@ -131,19 +133,34 @@ def runs_of(s: Settings) -> list[dict[str, object]]:
 
 
 def test_dry_run_reports_the_queue_and_consumes_nothing(
-    make_settings: MakeSettings, redis_client: Client
+    make_settings: MakeSettings, redis_client: Client, key_prefix: str
 ) -> None:
+    """The dry run counts what the run will: invalid entries, and ids without a listing
+    row found by the run's listing query; it takes no entry, makes no group, writes no key."""
     s = misses_settings(make_settings)
     keys = s.keys
-    report(redis_client, keys, 100, 101, 100, "x")
+    report(redis_client, keys, 100, 101, 100, "x", 99_999_999)
+    before = snapshot(redis_client, key_prefix)
     dry = cw.dry_run(s)
     assert dry.misses is not None
-    assert (dry.misses.queued, dry.misses.would_take) == (4, 4)
-    assert (dry.misses.ids, dry.misses.invalid) == (2, 1)
-    assert redis_client.xlen(keys.misses) == 4
+    assert (dry.misses.queued, dry.misses.would_take) == (5, 5)
+    assert (dry.misses.ids, dry.misses.invalid, dry.misses.absent) == (3, 1, 1)
+    printed = cachewarm_here("--config", s.source, "run", "--dry-run")
+    assert printed.returncode == 0, printed.stderr
+    assert (
+        "misses: 5 queued; the run would take 5: 3 product ids, 1 invalid, "
+        "1 without a listing row\n"
+    ) in printed.stdout
+    assert snapshot(redis_client, key_prefix) == before  # the stream and its groups too
+    assert redis_client.xinfo_groups(keys.misses) == []
+    assert redis_client.xlen(keys.misses) == 5
     assert redis_client.get(keys.product(100)) is None
-    assert cw.status(s).miss_queue == 4
-    assert cw.warm(s).miss_filled == 2
+    logged = runs_of(s)[-1]
+    assert (logged["status"], logged["miss_taken"], logged["miss_filled"]) == ("dry-run", 0, 0)
+    assert (logged["miss_invalid"], logged["miss_absent"], logged["miss_queue"]) == (1, 1, 5)
+    assert cw.status(s).miss_queue == 5
+    record = cw.warm(s)
+    assert (record.miss_filled, record.miss_invalid, record.miss_absent) == (2, 1, 1)
     assert cw.status(s).miss_queue == 0
 
 
