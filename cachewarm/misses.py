@@ -19,6 +19,10 @@ past its deadline, and each drain trims the stream to `[warm] miss_queue_max` (w
 readers' MAXLEN should keep it to anyway). An entry that is not a product id (not a
 plain positive decimal, above BIGINT UNSIGNED, other fields) is dropped and counted. No
 key is created while no reader reports: the group is made only on an existing stream.
+
+Counted: a run's counts go into its record; the follower's add up over its whole life
+(one MissCounts across reconnects) and go into its metrics file. A dry run (`peek`)
+counts what the next run would take the same way, reading only.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ log = structlog.get_logger("cachewarm")
 Entry = tuple[bytes, dict[bytes, bytes]]  # (stream id, fields)
 
 FOLLOW_BLOCK_MS = 250  # how long the follower's read waits for entries; bounds its stop time
+QUEUE_LOOK_S = 1.0  # how often the follower looks at the queue's length, for its metrics
 MAX_BACKOFF_S = 30.0
 
 # Deletes a consumer only while it holds no pending entry: deleting one that holds some
@@ -101,13 +106,16 @@ def absent_ids(reader: Reader) -> int:
 
 @dataclass
 class MissCounts:
-    """What a drain did; a run copies it into its record."""
+    """What a drain did; a run copies it into its record. The follower's is one object for
+    its whole life, across reconnects: its drain thread alone writes it, and the metrics
+    file reads it."""
 
     taken: int = 0  # entries consumed (acknowledged)
     filled: int = 0  # listings written or confirmed current
     invalid: int = 0  # entries that name no product id
     absent: int = 0  # ids without a listing row
     skipped: int = 0  # invalidated while being read: left to the next miss
+    queued: int = 0  # entries in the stream at the follower's last look (QUEUE_LOOK_S)
     seen: set[int] = field(default_factory=set)  # ids filled by this drain: repeats are not
 
 
@@ -130,6 +138,7 @@ class Drain:
         fence: Fence | None = None,
         deadline: float | None = None,
         replica: ReplicaReads | None = None,
+        counts: MissCounts | None = None,
     ) -> None:
         self.settings = settings
         self.keys: Keys = settings.keys
@@ -142,7 +151,7 @@ class Drain:
         self.deadline = deadline
         self.replica = replica
         self.where = describe(settings.redis)
-        self.counts = MissCounts()
+        self.counts = MissCounts() if counts is None else counts
         self.claim_ms = int(settings.warm.miss_claim_after * 1000)
         self.grouped = False
 
@@ -249,6 +258,10 @@ class Drain:
                     int(info["pending"]) == 0 and int(info["idle"]) > self.claim_ms
                 ):
                     self.client.eval(FORGET_CONSUMER, 1, self.key, MISS_GROUP, name)
+
+    def look(self) -> None:
+        """Note the queue's length now, for the follower's metrics."""
+        self.counts.queued = queue_length(self.client, self.keys, where=self.where)
 
 
 def queue_length(client: Client, keys: Keys, *, where: str) -> int:
@@ -361,7 +374,7 @@ def peek(
     return report
 
 
-def follow_loop(settings: Settings, stop: threading.Event) -> None:
+def follow_loop(settings: Settings, stop: threading.Event, counts: MissCounts) -> None:
     """Drain continuously until `stop`: what `follow` runs beside the binlog.
 
     Its own connections; a failure is logged and retried with backoff, never raised:
@@ -371,7 +384,7 @@ def follow_loop(settings: Settings, stop: threading.Event) -> None:
     backoff = 0.5
     while not stop.is_set():
         try:
-            with _follower_drain(settings) as drain:
+            with _follower_drain(settings, counts) as drain:
                 backoff = 0.5
                 _follow(drain, stop)
         except Exception as exc:
@@ -383,14 +396,16 @@ def follow_loop(settings: Settings, stop: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def _follower_drain(settings: Settings) -> Iterator[Drain]:
+def _follower_drain(settings: Settings, counts: MissCounts) -> Iterator[Drain]:
     client = connect(settings.redis)
     src: Source | None = None
     drain: Drain | None = None
     try:
         src = Source(settings.mysql)
         record = RunRecord(run_id=secrets.token_hex(6), command="follow")
-        drain = Drain(settings, client, src, record, consumer=consumer_name("follow"))
+        drain = Drain(
+            settings, client, src, record, consumer=consumer_name("follow"), counts=counts
+        )
         yield drain
     finally:
         if drain is not None and drain.grouped:
@@ -404,8 +419,11 @@ def _follower_drain(settings: Settings) -> Iterator[Drain]:
 def _follow(drain: Drain, stop: threading.Event) -> None:
     batch = drain.settings.warm.batch_size
     claim_every = drain.claim_ms / 2000
-    next_claim = 0.0
+    next_claim = next_look = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_look:
+            drain.look()
+            next_look = time.monotonic() + QUEUE_LOOK_S
         if not drain.ensure_group():
             stop.wait(FOLLOW_BLOCK_MS / 1000)  # no stream until a reader reports a miss
             continue
@@ -426,15 +444,21 @@ def _follow(drain: Drain, stop: threading.Event) -> None:
             log.debug("misses.filled", taken=len(entries), filled=drain.counts.filled)
 
 
+def enabled(settings: Settings) -> bool:
+    """Whether `follow` drains the stream: there is a queue to drain (`[warm]
+    miss_queue`) and a listing query to fill it with."""
+    return settings.warm.miss_queue and bool(settings.warm.listing_query.strip())
+
+
 @contextlib.contextmanager
-def draining(settings: Settings) -> Iterator[None]:
-    """`follow`'s hook: drain in a thread while the block runs, when there is a queue
-    to drain (`[warm] miss_queue`) and a listing query to fill it with."""
-    if not settings.warm.miss_queue or not settings.warm.listing_query.strip():
+def draining(settings: Settings, counts: MissCounts) -> Iterator[None]:
+    """`follow`'s hook: drain in a thread while the block runs, when `enabled`; what
+    the thread does adds up in `counts`."""
+    if not enabled(settings):
         yield
         return
     stop = threading.Event()
-    thread = threading.Thread(target=follow_loop, args=(settings, stop), name="misses")
+    thread = threading.Thread(target=follow_loop, args=(settings, stop, counts), name="misses")
     thread.start()
     try:
         yield

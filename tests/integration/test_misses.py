@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from pymysql.connections import Connection
 from redis.cluster import RedisCluster
 
 import cachewarm as cw
+from cachewarm.binlog.follow import IDLE_SAVE_S
 from cachewarm.config import Settings, load_settings
 from cachewarm.keys import MISS_GROUP, Keys
+from tests import prometheus
 from tests.helpers import (
     SHOP_PRODUCTS,
     MakeConfig,
@@ -360,3 +363,51 @@ def test_follow_fills_reported_misses_as_they_come(
     assert pending(redis_client, keys) == []
     audit = cw.audit(s, every=True)
     assert (audit.checked, audit.stale) == (4, 0)
+
+
+def follower_misses(textfile: Path, keys: Keys) -> tuple[float | None, ...]:
+    """The follower's miss series: filled, invalid, absent (counters), queue length."""
+    series = prometheus.parse_prometheus(textfile.read_text(encoding="utf-8"))  # whole: renamed
+    labels = {"prefix": keys.prefix, "version": str(keys.version)}
+    names = ("filled_total", "invalid_total", "absent_total", "queue_length")
+    return tuple(prometheus.value(series, f"cachewarm_follow_miss_{n}", **labels) for n in names)
+
+
+def test_the_followers_metrics_count_its_misses_and_the_queue(
+    follow_settings: Settings, redis_client: Client, tmp_path: Path
+) -> None:
+    """Counters for the follower's whole life, each batch adding to them, and the
+    queue's length as it is: entries another consumer holds count until acknowledged."""
+    textfile = tmp_path / "textfile" / "follow.prom"
+    s = replace(
+        follow_settings, follow=replace(follow_settings.follow, metrics_textfile=str(textfile))
+    )
+    keys = s.keys
+    report(redis_client, keys, 10, 11, 12)  # taken by a consumer that dies holding them
+    redis_client.xgroup_create(keys.misses, MISS_GROUP, id="0")
+    held: Any = redis_client.xreadgroup(MISS_GROUP, "gone", {keys.misses: ">"})
+    names = [name for _, found in held for name, _ in found]
+    assert len(names) == 3
+    with following(s, from_now=True):
+        report(redis_client, keys, 7, 8, "junk", 99_999)
+        wait_for(
+            "the first fills and the held entries in the metrics",
+            lambda: follower_misses(textfile, keys) == (2, 1, 1, 3),
+            timeout=FOLLOW_WITHIN_S + IDLE_SAVE_S,  # an idle follower rewrites the file so often
+        )
+        redis_client.xack(keys.misses, MISS_GROUP, *names)  # as their consumer would
+        redis_client.xdel(keys.misses, *names)
+        report(redis_client, keys, 9, 7, "", 99_998)
+        wait_for(
+            "the second fills added to the first, and the queue empty",
+            lambda: follower_misses(textfile, keys) == (4, 2, 2, 0),
+            timeout=FOLLOW_WITHIN_S + IDLE_SAVE_S,
+        )
+    text = textfile.read_text(encoding="utf-8")
+    for name in ("filled", "invalid", "absent"):
+        assert f"# TYPE cachewarm_follow_miss_{name}_total counter\n" in text
+        assert f"# HELP cachewarm_follow_miss_{name}_total " in text
+    assert "# TYPE cachewarm_follow_miss_queue_length gauge\n" in text
+    assert follower_misses(textfile, keys) == (4, 2, 2, 0)  # written again as it stopped
+    prometheus.read(textfile)  # valid, and no temporary file left beside it
+    assert redis_client.get(keys.product(11)) is None  # the held entries were never filled
