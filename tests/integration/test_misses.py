@@ -8,10 +8,13 @@ are counted, never fatal; a flood stays bounded; a crash loses no entry.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
@@ -29,6 +32,7 @@ import cachewarm as cw
 from cachewarm.binlog.follow import IDLE_SAVE_S
 from cachewarm.config import Settings, load_settings
 from cachewarm.keys import MISS_GROUP, Keys
+from cachewarm.runlog import RunRecord
 from tests import prometheus
 from tests.helpers import (
     SHOP_PRODUCTS,
@@ -371,6 +375,97 @@ def follower_misses(textfile: Path, keys: Keys) -> tuple[float | None, ...]:
     labels = {"prefix": keys.prefix, "version": str(keys.version)}
     names = ("filled_total", "invalid_total", "absent_total", "queue_length")
     return tuple(prometheus.value(series, f"cachewarm_follow_miss_{n}", **labels) for n in names)
+
+
+def test_run_and_follow_draining_at_once_fill_each_entry_once(
+    follow_settings: Settings, redis_client: Client, tmp_path: Path
+) -> None:
+    """`run`s and the follower drain one stream at the same time, through one consumer
+    group, while readers report: each entry goes to exactly one of them, so every id
+    reported once is filled once, with a warm's bytes, and nothing is left queued,
+    pending or registered."""
+    textfile = tmp_path / "textfile" / "follow.prom"
+    base = follow_settings
+    s = replace(  # slow fills, a few ids at a time: both consumers are busy at once
+        base,
+        warm=replace(
+            base.warm,
+            hot_query=HOT_ONLY_FIRST,
+            limit=5,
+            batch_size=4,
+            listing_query=slow_listing_query(0.02),
+        ),
+        follow=replace(base.follow, metrics_textfile=str(textfile)),
+    )
+    keys = s.keys
+    valid = list(range(6, SHOP_PRODUCTS + 1))  # every product outside the hot set, once
+    absent = list(range(SHOP_PRODUCTS + 1, SHOP_PRODUCTS + 11))
+    garbage = [f"junk{i}" for i in range(10)]
+    entries: list[str | int] = [*valid, *absent, *garbage]
+    random.Random(7).shuffle(entries)
+
+    def reporter() -> None:
+        for at in range(0, len(entries), 10):
+            report(redis_client, keys, *entries[at : at + 10])
+            time.sleep(0.1)  # a burst every 0.1 s, while the runs and the follower drain
+
+    runs: list[RunRecord] = []
+    with following(s, from_now=True):
+        reporting = threading.Thread(target=reporter, name="reporter")
+        reporting.start()
+        try:
+            while reporting.is_alive() or len(runs) < 2:
+                runs.append(cw.warm(s))
+        finally:
+            reporting.join()
+        runs.append(cw.warm(s))
+        wait_for(
+            "every entry filled and acknowledged",
+            lambda: redis_client.xlen(keys.misses) == 0 and pending(redis_client, keys) == [],
+            timeout=FOLLOW_WITHIN_S * 3,
+        )
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    logged = [r for r in runs_of(s) if r["command"] == "run"]
+    assert len(logged) == len(runs)
+    counted = ("filled", "invalid", "absent")
+    by_runs = [sum(int(str(r[f"miss_{n}"])) for r in logged) for n in counted]
+    by_follower = [int(v or 0) for v in follower_misses(textfile, keys)[:3]]
+    assert by_runs[0] > 0 and by_follower[0] > 0, (by_runs, by_follower, "one consumer took all")
+    # Exactly: an id filled by both would count twice, one lost would leave a count short.
+    assert [r + f for r, f in zip(by_runs, by_follower, strict=True)] == [
+        len(valid),
+        len(garbage),
+        len(absent),
+    ]
+    assert sum(int(str(r["miss_taken"])) for r in logged) == by_runs[0] + by_runs[1] + by_runs[2]
+
+    assert redis_client.xlen(keys.misses) == 0
+    assert pending(redis_client, keys) == []
+    assert redis_client.xinfo_consumers(keys.misses, MISS_GROUP) == []
+    assert hot(redis_client, keys) == [1, 2, 3, 4, 5]
+    assert redis_client.exists(*(keys.product(i) for i in absent)) == 0
+
+    as_hot = replace(  # the bytes a warm writes: the same products warmed as hot ones
+        base,
+        warm=replace(
+            base.warm,
+            hot_query=f"SELECT id FROM products WHERE id IN ({','.join(map(str, valid))}) "
+            "LIMIT %(limit)s",
+        ),
+        keys=replace(base.keys, prefix=f"{keys.prefix}-hot"),
+    )
+    assert cw.warm(as_hot).status == "ok"
+    filled = get_all(redis_client, [keys.product(i) for i in valid])
+    warmed = get_all(redis_client, [as_hot.keys.product(i) for i in valid])
+    assert None not in filled
+    assert filled == warmed
+
+
+def get_all(client: Client, names: list[str]) -> list[bytes | None]:
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return list(pipe.execute())
 
 
 def test_the_followers_metrics_count_its_misses_and_the_queue(
