@@ -101,7 +101,7 @@ def latency(
     reported: dict[int, float] = {}
     total = int(rate * seconds)
     offset = products // 2  # products the drain phase did not fill
-    with misses.draining(settings):
+    with misses.draining(settings, misses.MissCounts()):
         time.sleep(0.5)  # the drain thread's connections
         began = time.monotonic()
         for n in range(total):

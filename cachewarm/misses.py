@@ -19,6 +19,10 @@ past its deadline, and each drain trims the stream to `[warm] miss_queue_max` (w
 readers' MAXLEN should keep it to anyway). An entry that is not a product id (not a
 plain positive decimal, above BIGINT UNSIGNED, other fields) is dropped and counted. No
 key is created while no reader reports: the group is made only on an existing stream.
+
+Counted: a run's counts go into its record; the follower's add up over its whole life
+(one MissCounts across reconnects) and go into its metrics file. A dry run (`peek`)
+counts what the next run would take the same way, reading only.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .keys import MAX_ID, MISS_GROUP, Keys
 from .lock import Fence
 from .mysql.replica import ReplicaReads
 from .mysql.source import Source
-from .pipeline import reader_for, writer_for
+from .pipeline import Items, Reader, reader_for, writer_for
 from .runlog import RunRecord
 from .store.connect import Client, connect, describe, failing_as
 from .store.pipe import ScriptPipe
@@ -54,6 +58,7 @@ log = structlog.get_logger("cachewarm")
 Entry = tuple[bytes, dict[bytes, bytes]]  # (stream id, fields)
 
 FOLLOW_BLOCK_MS = 250  # how long the follower's read waits for entries; bounds its stop time
+QUEUE_LOOK_S = 1.0  # how often the follower looks at the queue's length, for its metrics
 MAX_BACKOFF_S = 30.0
 
 # Deletes a consumer only while it holds no pending entry: deleting one that holds some
@@ -79,15 +84,38 @@ def entry_id(fields: dict[bytes, bytes]) -> int | None:
     return product_id if product_id <= MAX_ID else None
 
 
+def product_ids(entries: Sequence[Entry], seen: set[int]) -> tuple[list[int], int]:
+    """The ids these entries name that are not in `seen` yet (added to it), in entry
+    order, and how many entries name no product id: what a drain fills and counts."""
+    ids, invalid = [], 0
+    for _, fields in entries:
+        product_id = entry_id(fields)
+        if product_id is None:
+            invalid += 1
+        elif product_id not in seen:
+            seen.add(product_id)
+            ids.append(product_id)
+    return ids, invalid
+
+
+def absent_ids(reader: Reader) -> int:
+    """Ids the listing query found no row for; the run's own checks' rejections are not."""
+    rejected = set(reader.rejected.ids)
+    return sum(i not in rejected for i in reader.absent)
+
+
 @dataclass
 class MissCounts:
-    """What a drain did; a run copies it into its record."""
+    """What a drain did; a run copies it into its record. The follower's is one object for
+    its whole life, across reconnects: its drain thread alone writes it, and the metrics
+    file reads it."""
 
     taken: int = 0  # entries consumed (acknowledged)
     filled: int = 0  # listings written or confirmed current
     invalid: int = 0  # entries that name no product id
     absent: int = 0  # ids without a listing row
     skipped: int = 0  # invalidated while being read: left to the next miss
+    queued: int = 0  # entries in the stream at the follower's last look (QUEUE_LOOK_S)
     seen: set[int] = field(default_factory=set)  # ids filled by this drain: repeats are not
 
 
@@ -110,6 +138,7 @@ class Drain:
         fence: Fence | None = None,
         deadline: float | None = None,
         replica: ReplicaReads | None = None,
+        counts: MissCounts | None = None,
     ) -> None:
         self.settings = settings
         self.keys: Keys = settings.keys
@@ -122,7 +151,7 @@ class Drain:
         self.deadline = deadline
         self.replica = replica
         self.where = describe(settings.redis)
-        self.counts = MissCounts()
+        self.counts = MissCounts() if counts is None else counts
         self.claim_ms = int(settings.warm.miss_claim_after * 1000)
         self.grouped = False
 
@@ -173,14 +202,9 @@ class Drain:
         `repeat`: warm an id again even if this drain filled it before (the follower,
         which runs for days); a run warms each id once.
         """
-        counts, ids = self.counts, []
-        for _, fields in entries:
-            product_id = entry_id(fields)
-            if product_id is None:
-                counts.invalid += 1
-            elif product_id not in counts.seen:
-                counts.seen.add(product_id)
-                ids.append(product_id)
+        counts = self.counts
+        ids, invalid = product_ids(entries, counts.seen)
+        counts.invalid += invalid
         if ids:
             self._warm(ids)
         names = [name for name, _ in entries]
@@ -212,8 +236,7 @@ class Drain:
             pipe.close()
         counts.filled += writer.totals.written + writer.totals.unchanged
         counts.skipped += len(writer.skipped)
-        rejected = set(reader.rejected.ids)
-        counts.absent += sum(i not in rejected for i in reader.absent)
+        counts.absent += absent_ids(reader)
 
     def trim(self) -> None:
         """Keep the stream within miss_queue_max, should a reader XADD without MAXLEN."""
@@ -235,6 +258,10 @@ class Drain:
                     int(info["pending"]) == 0 and int(info["idle"]) > self.claim_ms
                 ):
                     self.client.eval(FORGET_CONSUMER, 1, self.key, MISS_GROUP, name)
+
+    def look(self) -> None:
+        """Note the queue's length now, for the follower's metrics."""
+        self.counts.queued = queue_length(self.client, self.keys, where=self.where)
 
 
 def queue_length(client: Client, keys: Keys, *, where: str) -> int:
@@ -310,24 +337,44 @@ class MissPeek:
     would_take: int = 0  # min(queued, miss_per_run)
     ids: int = 0  # distinct product ids among those
     invalid: int = 0  # entries among those that name no product id
+    absent: int = 0  # ids among those without a listing row
 
 
-def peek(settings: Settings, client: Client) -> MissPeek:
-    """The dry run's view: XLEN and XRANGE only, no group, no acknowledgement."""
+class _Unsent:
+    """The dry run's target for the misses: the Reader reads and checks, nothing is sent."""
+
+    def mark(self) -> int:
+        return 0
+
+    def send(self, items: Items, mark: int | None = None) -> None:
+        return None
+
+
+def peek(
+    settings: Settings, client: Client, src: Source, record: RunRecord, *, deadline: float
+) -> MissPeek:
+    """The dry run's view: XLEN and XRANGE, no group, no acknowledgement, no write.
+
+    The ids are read through the run's Reader and counted as a run counts them, so an
+    id without a listing row is absent here exactly when the run would find it so.
+    """
     where, key = describe(settings.redis), settings.keys.misses
     report = MissPeek(queued=queue_length(client, settings.keys, where=where))
     if not report.queued:
         return report
+    record.stage = f"reading {key} on {where}"
     with failing_as(where):
         entries: Any = client.xrange(key, count=settings.warm.miss_per_run)
-    found = {entry_id(fields) for _, fields in entries}
-    report.would_take = len(entries)
-    report.invalid = sum(entry_id(fields) is None for _, fields in entries)
-    report.ids = len(found - {None})
+    ids, report.invalid = product_ids(entries, set())
+    report.would_take, report.ids = len(entries), len(ids)
+    if ids:
+        reader = reader_for(settings, src, record, deadline)
+        reader.run(ids, _Unsent(), evidence=None, where="nowhere (a dry run)")
+        report.absent = absent_ids(reader)
     return report
 
 
-def follow_loop(settings: Settings, stop: threading.Event) -> None:
+def follow_loop(settings: Settings, stop: threading.Event, counts: MissCounts) -> None:
     """Drain continuously until `stop`: what `follow` runs beside the binlog.
 
     Its own connections; a failure is logged and retried with backoff, never raised:
@@ -337,7 +384,7 @@ def follow_loop(settings: Settings, stop: threading.Event) -> None:
     backoff = 0.5
     while not stop.is_set():
         try:
-            with _follower_drain(settings) as drain:
+            with _follower_drain(settings, counts) as drain:
                 backoff = 0.5
                 _follow(drain, stop)
         except Exception as exc:
@@ -349,14 +396,16 @@ def follow_loop(settings: Settings, stop: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def _follower_drain(settings: Settings) -> Iterator[Drain]:
+def _follower_drain(settings: Settings, counts: MissCounts) -> Iterator[Drain]:
     client = connect(settings.redis)
     src: Source | None = None
     drain: Drain | None = None
     try:
         src = Source(settings.mysql)
         record = RunRecord(run_id=secrets.token_hex(6), command="follow")
-        drain = Drain(settings, client, src, record, consumer=consumer_name("follow"))
+        drain = Drain(
+            settings, client, src, record, consumer=consumer_name("follow"), counts=counts
+        )
         yield drain
     finally:
         if drain is not None and drain.grouped:
@@ -370,8 +419,11 @@ def _follower_drain(settings: Settings) -> Iterator[Drain]:
 def _follow(drain: Drain, stop: threading.Event) -> None:
     batch = drain.settings.warm.batch_size
     claim_every = drain.claim_ms / 2000
-    next_claim = 0.0
+    next_claim = next_look = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_look:
+            drain.look()
+            next_look = time.monotonic() + QUEUE_LOOK_S
         if not drain.ensure_group():
             stop.wait(FOLLOW_BLOCK_MS / 1000)  # no stream until a reader reports a miss
             continue
@@ -392,15 +444,21 @@ def _follow(drain: Drain, stop: threading.Event) -> None:
             log.debug("misses.filled", taken=len(entries), filled=drain.counts.filled)
 
 
+def enabled(settings: Settings) -> bool:
+    """Whether `follow` drains the stream: there is a queue to drain (`[warm]
+    miss_queue`) and a listing query to fill it with."""
+    return settings.warm.miss_queue and bool(settings.warm.listing_query.strip())
+
+
 @contextlib.contextmanager
-def draining(settings: Settings) -> Iterator[None]:
-    """`follow`'s hook: drain in a thread while the block runs, when there is a queue
-    to drain (`[warm] miss_queue`) and a listing query to fill it with."""
-    if not settings.warm.miss_queue or not settings.warm.listing_query.strip():
+def draining(settings: Settings, counts: MissCounts) -> Iterator[None]:
+    """`follow`'s hook: drain in a thread while the block runs, when `enabled`; what
+    the thread does adds up in `counts`."""
+    if not enabled(settings):
         yield
         return
     stop = threading.Event()
-    thread = threading.Thread(target=follow_loop, args=(settings, stop), name="misses")
+    thread = threading.Thread(target=follow_loop, args=(settings, stop, counts), name="misses")
     thread.start()
     try:
         yield

@@ -323,10 +323,11 @@ def dry_run(
         report = DryRunReport(record, keys, client, where)
         deadline = time.monotonic() + settings.run.max_seconds
         previous = hot_meta(client, keys, where=where)
-        if settings.warm.miss_queue:
-            report.misses = misses.peek(settings, client)
-            record.miss_queue = report.misses.queued
         src = stack.enter_context(contextlib.closing(Source(settings.mysql, deadline=deadline)))
+        if settings.warm.miss_queue:
+            report.misses = peeked = misses.peek(settings, client, src, record, deadline=deadline)
+            record.miss_queue = peeked.queued
+            record.miss_invalid, record.miss_absent = peeked.invalid, peeked.absent
         ids = _hot_ids(settings, src, record)
         to_read: Sequence[int] = ids
         now_ms = server_time_ms(client, where=where)

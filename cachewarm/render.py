@@ -29,7 +29,7 @@ def dry_run(report: DryRunReport) -> None:
     if m := report.misses:
         click.echo(
             f"  misses: {m.queued} queued; the run would take {m.would_take}: "
-            f"{m.ids} product ids, {m.invalid} invalid"
+            f"{m.ids} product ids, {m.invalid} invalid, {m.absent} without a listing row"
         )
     for state, key, size in report.samples:
         click.echo(f"  {state:<8} {key} ({size} bytes)")

@@ -28,6 +28,7 @@ import seed as shop_seed  # scripts/seed.py -> examples/seed.py
 import structlog
 from click.testing import CliRunner
 from pymysql.connections import Connection
+from redis.cluster import RedisCluster
 
 from cachewarm import Settings, audit, warm
 from cachewarm.cli import main
@@ -336,8 +337,9 @@ def gate(conn: Connection) -> Iterator[Gate]:
         held.open()
 
 
-def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
-    """Every key under the prefix with its serialized value (DUMP), for exact comparison."""
+def snapshot(client: redis.Redis | RedisCluster, prefix: str) -> dict[bytes, bytes | None]:
+    """Every key under the prefix with its serialized value (DUMP), for exact comparison
+    (on a cluster, SCAN goes to every master)."""
     return {k: client.dump(k) for k in client.scan_iter(match=f"{prefix}:*")}
 
 

@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -67,6 +67,7 @@ from ..errors import (
 )
 from ..files import ensure_private_dir
 from ..keys import Keys
+from ..misses import MissCounts
 from ..mysql import source
 from ..pipeline import refill
 from ..runlog import RunRecord
@@ -102,6 +103,8 @@ class FollowTotals:
     batches: int = 0
     reconnects: int = 0
     position: Position | None = None
+    # Reported misses its drain thread filled (misses.draining), while misses.enabled.
+    misses: MissCounts = field(default_factory=MissCounts)
 
 
 def require_mapping(settings: Settings) -> None:
@@ -164,8 +167,9 @@ def follow(
     with lock.file_lock(path, follower.record.run_id, max_seconds=None):
         try:
             follower.start(from_now=from_now, resync=resync)
-            with misses.draining(settings):  # reported misses, in a thread of their own
+            with misses.draining(settings, follower.totals.misses):  # in a thread of their own
                 follower.run()
+            follower.write_metrics()  # with all the drain did: its thread has stopped
         except CachewarmError as exc:
             follower.record_error(str(exc))
             raise
@@ -523,8 +527,7 @@ class _Follower:
         self.saved, self.saved_at = position, time.time()
         self.totals.position = position
         save_state(self.path, self._state())
-        if self.settings.follow.metrics_textfile:
-            self._write_metrics()
+        self.write_metrics()
 
     def _state(self) -> dict[str, Any]:
         position = self.saved
@@ -553,31 +556,58 @@ class _Follower:
                 state["last_error"], state["last_error_at"] = message, self.last_error_at
                 save_state(self.path, state)
 
-    def _write_metrics(self) -> None:
+    def write_metrics(self) -> None:
+        """Replace `[follow] metrics_textfile`, when set, with what this process did."""
+        if not self.settings.follow.metrics_textfile:
+            return
         labels = {"prefix": self.settings.keys.prefix, "version": str(self.settings.keys.version)}
+        gauges: list[tuple[str, str, float]] = [
+            ("cachewarm_follow_lag_seconds", "Binlog lag of the follower.", self.lag_s),
+            (
+                "cachewarm_follow_checkpoint_timestamp_seconds",
+                "When the follower last saved its checkpoint.",
+                self.saved_at,
+            ),
+            (
+                "cachewarm_follow_events_total",
+                "Row events of watched tables read since the follower started.",
+                self.totals.events,
+            ),
+            (
+                "cachewarm_follow_invalidations_total",
+                "Product ids invalidated since the follower started.",
+                self.totals.invalidated,
+            ),
+        ]
+        if misses.enabled(self.settings):
+            drained = self.totals.misses
+            gauges += [
+                (
+                    "cachewarm_follow_miss_filled_total",
+                    "Listings the follower wrote or found current for misses readers "
+                    "reported, since it started.",
+                    drained.filled,
+                ),
+                (
+                    "cachewarm_follow_miss_invalid_total",
+                    "Reported misses the follower dropped since it started: the entry "
+                    "named no product id.",
+                    drained.invalid,
+                ),
+                (
+                    "cachewarm_follow_miss_absent_total",
+                    "Reported product ids the follower found no listing row for, since it started.",
+                    drained.absent,
+                ),
+                (
+                    "cachewarm_follow_miss_queue_length",
+                    "Reported misses still in the stream (not yet filled and acknowledged) "
+                    "at the follower's last look, once a second.",
+                    drained.queued,
+                ),
+            ]
         try:
-            metrics.write_gauges(
-                Path(self.settings.follow.metrics_textfile),
-                labels,
-                [
-                    ("cachewarm_follow_lag_seconds", "Binlog lag of the follower.", self.lag_s),
-                    (
-                        "cachewarm_follow_checkpoint_timestamp_seconds",
-                        "When the follower last saved its checkpoint.",
-                        self.saved_at,
-                    ),
-                    (
-                        "cachewarm_follow_events_total",
-                        "Row events of watched tables read since the follower started.",
-                        self.totals.events,
-                    ),
-                    (
-                        "cachewarm_follow_invalidations_total",
-                        "Product ids invalidated since the follower started.",
-                        self.totals.invalidated,
-                    ),
-                ],
-            )
+            metrics.write_gauges(Path(self.settings.follow.metrics_textfile), labels, gauges)
         except OSError as exc:
             self.log.warning(
                 "metrics.unwritable", path=self.settings.follow.metrics_textfile, error=str(exc)

@@ -41,6 +41,7 @@ from tests.integration.test_misses import (
     test_kill_9_mid_drain_loses_no_entry,
     test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes,
     test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale,
+    test_run_and_follow_draining_at_once_fill_each_entry_once,
 )
 from tests.integration.test_reliability import (
     test_hung_query_stops_at_max_seconds_and_names_what_hung,
@@ -81,6 +82,7 @@ __all__ = [  # collected here again, against the cluster
     "test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale",
     "test_overlapping_redis_lock_runs_second_skips",
     "test_paused_redis_lock_holder_cannot_overwrite_the_next_holder",
+    "test_run_and_follow_draining_at_once_fill_each_entry_once",
     "test_run_writes_every_hot_listing_then_the_hot_list",
     "test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone",
     "test_status_reports_runs_and_hot_list",

@@ -8,11 +8,15 @@ are counted, never fatal; a flood stays bounded; a crash loses no entry.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,16 +29,21 @@ from pymysql.connections import Connection
 from redis.cluster import RedisCluster
 
 import cachewarm as cw
+from cachewarm.binlog.follow import IDLE_SAVE_S
 from cachewarm.config import Settings, load_settings
 from cachewarm.keys import MISS_GROUP, Keys
+from cachewarm.runlog import RunRecord
+from tests import prometheus
 from tests.helpers import (
     SHOP_PRODUCTS,
     MakeConfig,
     MakeSettings,
+    cachewarm_here,
     invalidate_a_batch_in_flight,
     running,
     running_listing_batches,
     slow_listing_query,
+    snapshot,
     start,
     wait_for,
     warming,
@@ -131,19 +140,34 @@ def runs_of(s: Settings) -> list[dict[str, object]]:
 
 
 def test_dry_run_reports_the_queue_and_consumes_nothing(
-    make_settings: MakeSettings, redis_client: Client
+    make_settings: MakeSettings, redis_client: Client, key_prefix: str
 ) -> None:
+    """The dry run counts what the run will: invalid entries, and ids without a listing
+    row found by the run's listing query; it takes no entry, makes no group, writes no key."""
     s = misses_settings(make_settings)
     keys = s.keys
-    report(redis_client, keys, 100, 101, 100, "x")
+    report(redis_client, keys, 100, 101, 100, "x", 99_999_999)
+    before = snapshot(redis_client, key_prefix)
     dry = cw.dry_run(s)
     assert dry.misses is not None
-    assert (dry.misses.queued, dry.misses.would_take) == (4, 4)
-    assert (dry.misses.ids, dry.misses.invalid) == (2, 1)
-    assert redis_client.xlen(keys.misses) == 4
+    assert (dry.misses.queued, dry.misses.would_take) == (5, 5)
+    assert (dry.misses.ids, dry.misses.invalid, dry.misses.absent) == (3, 1, 1)
+    printed = cachewarm_here("--config", s.source, "run", "--dry-run")
+    assert printed.returncode == 0, printed.stderr
+    assert (
+        "misses: 5 queued; the run would take 5: 3 product ids, 1 invalid, "
+        "1 without a listing row\n"
+    ) in printed.stdout
+    assert snapshot(redis_client, key_prefix) == before  # the stream and its groups too
+    assert redis_client.xinfo_groups(keys.misses) == []
+    assert redis_client.xlen(keys.misses) == 5
     assert redis_client.get(keys.product(100)) is None
-    assert cw.status(s).miss_queue == 4
-    assert cw.warm(s).miss_filled == 2
+    logged = runs_of(s)[-1]
+    assert (logged["status"], logged["miss_taken"], logged["miss_filled"]) == ("dry-run", 0, 0)
+    assert (logged["miss_invalid"], logged["miss_absent"], logged["miss_queue"]) == (1, 1, 5)
+    assert cw.status(s).miss_queue == 5
+    record = cw.warm(s)
+    assert (record.miss_filled, record.miss_invalid, record.miss_absent) == (2, 1, 1)
     assert cw.status(s).miss_queue == 0
 
 
@@ -343,3 +367,142 @@ def test_follow_fills_reported_misses_as_they_come(
     assert pending(redis_client, keys) == []
     audit = cw.audit(s, every=True)
     assert (audit.checked, audit.stale) == (4, 0)
+
+
+def follower_misses(textfile: Path, keys: Keys) -> tuple[float | None, ...]:
+    """The follower's miss series: filled, invalid, absent (counters), queue length."""
+    series = prometheus.parse_prometheus(textfile.read_text(encoding="utf-8"))  # whole: renamed
+    labels = {"prefix": keys.prefix, "version": str(keys.version)}
+    names = ("filled_total", "invalid_total", "absent_total", "queue_length")
+    return tuple(prometheus.value(series, f"cachewarm_follow_miss_{n}", **labels) for n in names)
+
+
+def test_run_and_follow_draining_at_once_fill_each_entry_once(
+    follow_settings: Settings, redis_client: Client, tmp_path: Path
+) -> None:
+    """`run`s and the follower drain one stream at the same time, through one consumer
+    group, while readers report: each entry goes to exactly one of them, so every id
+    reported once is filled once, with a warm's bytes, and nothing is left queued,
+    pending or registered."""
+    textfile = tmp_path / "textfile" / "follow.prom"
+    base = follow_settings
+    s = replace(  # slow fills, a few ids at a time: both consumers are busy at once
+        base,
+        warm=replace(
+            base.warm,
+            hot_query=HOT_ONLY_FIRST,
+            limit=5,
+            batch_size=4,
+            listing_query=slow_listing_query(0.02),
+        ),
+        follow=replace(base.follow, metrics_textfile=str(textfile)),
+    )
+    keys = s.keys
+    valid = list(range(6, SHOP_PRODUCTS + 1))  # every product outside the hot set, once
+    absent = list(range(SHOP_PRODUCTS + 1, SHOP_PRODUCTS + 11))
+    garbage = [f"junk{i}" for i in range(10)]
+    entries: list[str | int] = [*valid, *absent, *garbage]
+    random.Random(7).shuffle(entries)
+
+    def reporter() -> None:
+        for at in range(0, len(entries), 10):
+            report(redis_client, keys, *entries[at : at + 10])
+            time.sleep(0.1)  # a burst every 0.1 s, while the runs and the follower drain
+
+    runs: list[RunRecord] = []
+    with following(s, from_now=True):
+        reporting = threading.Thread(target=reporter, name="reporter")
+        reporting.start()
+        try:
+            while reporting.is_alive() or len(runs) < 2:
+                runs.append(cw.warm(s))
+        finally:
+            reporting.join()
+        runs.append(cw.warm(s))
+        wait_for(
+            "every entry filled and acknowledged",
+            lambda: redis_client.xlen(keys.misses) == 0 and pending(redis_client, keys) == [],
+            timeout=FOLLOW_WITHIN_S * 3,
+        )
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    logged = [r for r in runs_of(s) if r["command"] == "run"]
+    assert len(logged) == len(runs)
+    counted = ("filled", "invalid", "absent")
+    by_runs = [sum(int(str(r[f"miss_{n}"])) for r in logged) for n in counted]
+    by_follower = [int(v or 0) for v in follower_misses(textfile, keys)[:3]]
+    assert by_runs[0] > 0 and by_follower[0] > 0, (by_runs, by_follower, "one consumer took all")
+    # Exactly: an id filled by both would count twice, one lost would leave a count short.
+    assert [r + f for r, f in zip(by_runs, by_follower, strict=True)] == [
+        len(valid),
+        len(garbage),
+        len(absent),
+    ]
+    assert sum(int(str(r["miss_taken"])) for r in logged) == by_runs[0] + by_runs[1] + by_runs[2]
+
+    assert redis_client.xlen(keys.misses) == 0
+    assert pending(redis_client, keys) == []
+    assert redis_client.xinfo_consumers(keys.misses, MISS_GROUP) == []
+    assert hot(redis_client, keys) == [1, 2, 3, 4, 5]
+    assert redis_client.exists(*(keys.product(i) for i in absent)) == 0
+
+    as_hot = replace(  # the bytes a warm writes: the same products warmed as hot ones
+        base,
+        warm=replace(
+            base.warm,
+            hot_query=f"SELECT id FROM products WHERE id IN ({','.join(map(str, valid))}) "
+            "LIMIT %(limit)s",
+        ),
+        keys=replace(base.keys, prefix=f"{keys.prefix}-hot"),
+    )
+    assert cw.warm(as_hot).status == "ok"
+    filled = get_all(redis_client, [keys.product(i) for i in valid])
+    warmed = get_all(redis_client, [as_hot.keys.product(i) for i in valid])
+    assert None not in filled
+    assert filled == warmed
+
+
+def get_all(client: Client, names: list[str]) -> list[bytes | None]:
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return list(pipe.execute())
+
+
+def test_the_followers_metrics_count_its_misses_and_the_queue(
+    follow_settings: Settings, redis_client: Client, tmp_path: Path
+) -> None:
+    """Counters for the follower's whole life, each batch adding to them, and the
+    queue's length as it is: entries another consumer holds count until acknowledged."""
+    textfile = tmp_path / "textfile" / "follow.prom"
+    s = replace(
+        follow_settings, follow=replace(follow_settings.follow, metrics_textfile=str(textfile))
+    )
+    keys = s.keys
+    report(redis_client, keys, 10, 11, 12)  # taken by a consumer that dies holding them
+    redis_client.xgroup_create(keys.misses, MISS_GROUP, id="0")
+    held: Any = redis_client.xreadgroup(MISS_GROUP, "gone", {keys.misses: ">"})
+    names = [name for _, found in held for name, _ in found]
+    assert len(names) == 3
+    with following(s, from_now=True):
+        report(redis_client, keys, 7, 8, "junk", 99_999)
+        wait_for(
+            "the first fills and the held entries in the metrics",
+            lambda: follower_misses(textfile, keys) == (2, 1, 1, 3),
+            timeout=FOLLOW_WITHIN_S + IDLE_SAVE_S,  # an idle follower rewrites the file so often
+        )
+        redis_client.xack(keys.misses, MISS_GROUP, *names)  # as their consumer would
+        redis_client.xdel(keys.misses, *names)
+        report(redis_client, keys, 9, 7, "", 99_998)
+        wait_for(
+            "the second fills added to the first, and the queue empty",
+            lambda: follower_misses(textfile, keys) == (4, 2, 2, 0),
+            timeout=FOLLOW_WITHIN_S + IDLE_SAVE_S,
+        )
+    text = textfile.read_text(encoding="utf-8")
+    for name in ("filled", "invalid", "absent"):
+        assert f"# TYPE cachewarm_follow_miss_{name}_total counter\n" in text
+        assert f"# HELP cachewarm_follow_miss_{name}_total " in text
+    assert "# TYPE cachewarm_follow_miss_queue_length gauge\n" in text
+    assert follower_misses(textfile, keys) == (4, 2, 2, 0)  # written again as it stopped
+    prometheus.read(textfile)  # valid, and no temporary file left beside it
+    assert redis_client.get(keys.product(11)) is None  # the held entries were never filled
