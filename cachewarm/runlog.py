@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -193,6 +194,9 @@ def append(path: Path, record: RunRecord) -> None:
     ensure_private_dir(path.parent, f"run log {path}")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        # Another process's append can be half done while its size already shows (a record
+        # across a page boundary), which would pass for a torn line: check and write alone.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
             data = b"\n" + data
