@@ -196,7 +196,10 @@ def append(path: Path, record: RunRecord) -> None:
     try:
         # Another process's append can be half done while its size already shows (a record
         # across a page boundary), which would pass for a torn line: check and write alone.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Where flock fails (some network filesystems) the record still goes in, unlocked:
+        # at worst a concurrent record gets a blank line before it, which readers skip.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
             data = b"\n" + data

@@ -370,8 +370,13 @@ def test_follow_fills_reported_misses_as_they_come(
 
 
 def follower_misses(textfile: Path, keys: Keys) -> tuple[float | None, ...]:
-    """The follower's miss series: filled, invalid, absent (counters), queue length."""
-    series = prometheus.parse_prometheus(textfile.read_text(encoding="utf-8"))  # whole: renamed
+    """The follower's miss series: filled, invalid, absent (counters), queue length;
+    all None until the follower first writes the file (just after its first checkpoint)."""
+    try:
+        text = textfile.read_text(encoding="utf-8")  # whole: the file is replaced by rename
+    except FileNotFoundError:
+        return (None,) * 4
+    series = prometheus.parse_prometheus(text)
     labels = {"prefix": keys.prefix, "version": str(keys.version)}
     names = ("filled_total", "invalid_total", "absent_total", "queue_length")
     return tuple(prometheus.value(series, f"cachewarm_follow_miss_{n}", **labels) for n in names)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import multiprocessing
+import os
 from pathlib import Path
+
+import pytest
 
 from cachewarm import runlog
 from cachewarm.runlog import RunRecord
@@ -34,3 +39,18 @@ def test_concurrent_appends_leave_one_whole_line_per_record(tmp_path: Path) -> N
     assert lines[-1] == b""
     ids = sorted(json.loads(line)["run_id"] for line in lines[:-1])
     assert ids == sorted(f"{w}-{i}" for w in range(WRITERS) for i in range(EACH))
+
+
+def test_a_filesystem_without_flock_still_gets_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flock failing (ENOLCK on some NFS mounts) costs the append its lock, not the record."""
+
+    def broken(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    path = tmp_path / "log" / "runs.jsonl"
+    monkeypatch.setattr(fcntl, "flock", broken)
+    runlog.append(path, RunRecord(run_id="first", command="run"))
+    runlog.append(path, RunRecord(run_id="second", command="run"))
+    assert [r["run_id"] for r in runlog.tail(path, 5)] == ["first", "second"]
