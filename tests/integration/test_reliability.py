@@ -65,7 +65,9 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     rewarm: bool,
 ) -> None:
     """Admin flow while a warm reads the very rows being edited: commit, then invalidate."""
-    s = make_settings(listing_query=slow_listing_query(0.15), batch_size=4, limit=16)
+    # A second per batch: the edit and invalidate must land while the batch still reads,
+    # which a loaded CI box (or a cluster's invalidate) can take a few hundred ms to do.
+    s = make_settings(listing_query=slow_listing_query(0.25), batch_size=4, limit=16)
     admin = make_settings(batch_size=4)  # same keys and listings, without the slowness
     keys = Keys(s.keys.prefix, s.keys.version)
     with warming(s) as warm:
