@@ -6,6 +6,7 @@ Importing this module starts nothing; the server fixtures live in integration/co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -252,14 +253,26 @@ def running_listing_batches(
     return found
 
 
+@dataclasses.dataclass
+class Race:
+    """What `invalidate_a_batch_in_flight` did. `caught`: the ids of the batch whose query
+    was still reading after their invalidation returned, [] if none was. `edited`: every id
+    it edited and invalidated, `caught` and any batch that finished reading first (the warm
+    may or may not have written those before their invalidation: either way they end fresh)."""
+
+    caught: list[int]
+    edited: list[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.caught)
+
+
 def invalidate_a_batch_in_flight(
     conn: Connection, warm_alive: Callable[[], bool], invalidate: Callable[[list[int]], object]
-) -> list[int]:
-    """The admin flow, raced against a warm: edit rows a listing query is reading, invalidate.
-
-    Returns the ids of a batch whose query was still running after the invalidation
-    returned (the warm holds their rows from before the edit), or [] if none was caught.
-    """
+) -> Race:
+    """The admin flow, raced against a warm: edit rows a listing query is reading, invalidate,
+    up to four batches until one is caught still reading."""
+    race = Race(caught=[], edited=[])
     for _ in range(4):
         batches: list[tuple[int, list[int]]] = []
 
@@ -269,14 +282,16 @@ def invalidate_a_batch_in_flight(
 
         wait_for("a listing query in flight", lambda: reading() or not warm_alive())
         if not batches:
-            return []
+            return race
         ids = batches[0][1]
         with conn.cursor() as cur:
             cur.execute("UPDATE products SET name = CONCAT('edited ', id) WHERE id IN %s", (ids,))
+        race.edited += ids
         invalidate(ids)
         if any(b[1] == ids for b in running_listing_batches(conn)):
-            return ids
-    return []
+            race.caught = ids
+            return race
+    return race
 
 
 def kill_queries(conn: Connection, marker: str) -> None:

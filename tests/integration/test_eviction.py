@@ -125,7 +125,7 @@ def test_no_stale_listing_whatever_redis_loses(
         assert raced, "never caught a batch in flight; the race was not exercised"
         assert int(client.info("stats")["evicted_keys"]) > 0, "no memory pressure"
         warm.result()
-        for product_id in raced:
+        for product_id in raced.edited:
             value = client.get(keys.product(product_id))
             if value is not None:
                 assert json.loads(value)["name"] == f"edited {product_id}", "stale listing"

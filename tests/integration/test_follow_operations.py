@@ -306,6 +306,7 @@ def test_reconnects_after_mysql_restarts_and_misses_nothing(
             finally:
                 conn.close()
             wait_for("the edit before the restart applied", gone(redis_client, s, c), 60)
+            before = state(s)["position"]
             server.kill()
             server.start()
             conn = shop_seed.connect(url, local_infile=False)
@@ -314,7 +315,10 @@ def test_reconnects_after_mysql_restarts_and_misses_nothing(
             finally:
                 conn.close()
             wait_for("the edit after the restart applied", gone(redis_client, s, a, b), 60)
-        assert state(s)["last_error"]
+        # Read across the restart, which began a new binlog file. Whether the break shows
+        # as last_error depends on where it lands: the replication library reconnects on
+        # its own when a read fails, and only a failure outside a read reaches the follower.
+        assert state(s)["position"]["file"] > before["file"]
     finally:
         server.stop()
 

@@ -77,9 +77,10 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     assert raced, "never caught a batch in flight; the race was not exercised"
     record = warm.result()
     assert record.status == "ok"
-    assert record.skipped_invalidated == len(raced)
+    # the batch caught is skipped; one that finished reading just before may be too
+    assert len(raced.caught) <= record.skipped_invalidated <= len(raced.edited)
     hot = json.loads(redis_client.get(keys.hot) or b"")
-    for product_id in raced:
+    for product_id in raced.edited:
         value = redis_client.get(keys.product(product_id))
         if rewarm:
             assert value is not None, f"rewarmed listing {product_id} missing"
@@ -88,7 +89,7 @@ def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
         else:
             assert product_id not in hot, "hot list names a product without a listing"
     audited = cw.audit(admin, every=True)  # every cached listing, not only the raced ones
-    assert audited.stale == 0 and audited.checked >= len(raced), audited.stale_ids
+    assert audited.stale == 0 and audited.checked >= len(raced.edited), audited.stale_ids
 
 
 # --- 2. timeouts ---------------------------------------------------------------------------
