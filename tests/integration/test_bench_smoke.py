@@ -30,6 +30,7 @@ CHECKS = {
 
 
 @pytest.mark.timeout(240)  # three catalogs, plus building the install on a fresh clone
+@pytest.mark.slow
 def test_bench_runs_and_every_variant_writes_the_same_bytes(tmp_path: Path) -> None:
     bench = [
         str(ROOT / "bench" / "run.py"),

@@ -58,6 +58,7 @@ def test_dry_run_prints_a_report_and_writes_nothing(
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
 
 
+@pytest.mark.slow
 def test_show_and_status(
     make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str
 ) -> None:
@@ -105,6 +106,7 @@ def test_invalidate_from_stdin(
 
 
 @pytest.mark.parametrize("bad", ["abc", "-5", "1.5", ""])
+@pytest.mark.slow
 def test_bad_ids_touch_nothing(
     make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str, bad: str
 ) -> None:

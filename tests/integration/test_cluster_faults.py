@@ -119,6 +119,7 @@ def kill_mid_run(config: Path, client: RedisCluster, prefix: str, victim: server
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_master_stopped_mid_run_fails_the_run_and_publishes_nothing(
     slow_cluster_run: tuple[Path, RedisCluster],
     private_cluster: servers.RedisCluster,
@@ -234,6 +235,7 @@ def cluster_ok(node: servers.Server) -> bool:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_a_master_failing_over_to_its_replica_mid_run(
     make_config: MakeConfig, tmp_path: Path, key_prefix: str
 ) -> None:
@@ -271,6 +273,7 @@ def role(node: servers.Server) -> str:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_planned_failovers_back_and_forth_during_warms_fail_no_run(
     make_config: MakeConfig, tmp_path: Path, key_prefix: str
 ) -> None:

@@ -95,6 +95,7 @@ def flush(url: str, _prefix: str) -> None:
     [None, delete_bookkeeping, flush],
     ids=["lru-pressure", "bookkeeping-deleted", "flushall"],
 )
+@pytest.mark.slow
 def test_no_stale_listing_whatever_redis_loses(
     make_settings: MakeSettings,
     shop_conn: Connection,

@@ -563,6 +563,7 @@ def fresh_within(s: Settings, timeout: float = GONE_WITHIN_S) -> None:
     ],
     ids=["alter", "truncate", "rename-swap", "rename-away"],
 )
+@pytest.mark.slow
 def test_ddl_of_a_watched_table_invalidates_every_listing_it_feeds(
     settings: Settings, db: Connection, redis_client: redis.Redis, statements: list[str]
 ) -> None:
@@ -659,6 +660,7 @@ def test_a_cascading_foreign_key_into_a_watched_table_invalidates_its_listings(
         ("log_bin_compress", "ON", "GLOBAL"),
     ],
 )
+@pytest.mark.slow
 def test_a_binlog_setting_changed_while_following_stops_with_one_line_naming_it(
     settings: Settings, db: Connection, setting: str, value: str, scope: str
 ) -> None:

@@ -118,6 +118,7 @@ def marker(shop_conn: Connection) -> Iterator[str]:
         ("listing", "SIGKILL"),
     ],
 )
+@pytest.mark.slow
 def test_no_statement_of_the_run_is_left_on_the_server(
     driver: str,
     hung: str,

@@ -156,6 +156,7 @@ def test_hot_query_text_ids_are_exact_integers_or_a_clear_error(
     "expression",
     ["'12abc'", "'²'", "'١٢'", "1.5", "1e3", "NULL", "-1", "18446744073709551616", "''"],
 )
+@pytest.mark.slow
 def test_hot_query_junk_ids_fail_with_one_line(
     make_config: MakeConfig, redis_client: redis.Redis, key_prefix: str, expression: str
 ) -> None:

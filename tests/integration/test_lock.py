@@ -140,6 +140,7 @@ def test_flock_failure_is_a_lock_error_never_an_unlocked_run(
     "leftover",
     ["garbage", "dead-pid", "live-pid", "huge", "empty"],
 )
+@pytest.mark.slow
 def test_leftover_lockfile_does_not_block_the_next_run(
     make_config: MakeConfig, leftover: str
 ) -> None:

@@ -473,6 +473,7 @@ def get_all(client: Client, names: list[str]) -> list[bytes | None]:
     return list(pipe.execute())
 
 
+@pytest.mark.slow
 def test_the_followers_metrics_count_its_misses_and_the_queue(
     follow_settings: Settings, redis_client: Client, tmp_path: Path
 ) -> None:

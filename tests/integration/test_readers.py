@@ -128,6 +128,7 @@ def warmed(
         client.close()
 
 
+@pytest.mark.slow
 def test_a_reader_gets_the_listing_and_hot_list_as_stored(
     command: list[str], warmed: Warmed
 ) -> None:
@@ -161,6 +162,7 @@ def test_a_miss_prints_nothing_and_exits_1(command: list[str], warmed: Warmed) -
     assert got.stderr == f"{keys.product(999999)} is not cached: read it from MySQL\n".encode()
 
 
+@pytest.mark.slow
 def test_a_miss_is_reported_to_the_stream_and_never_written(
     command: list[str], warmed: Warmed
 ) -> None:
@@ -202,6 +204,7 @@ def guarded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
             node.stop()
 
 
+@pytest.mark.slow
 def test_a_reader_takes_the_password_from_the_environment_and_never_prints_it(
     command: list[str], guarded: tuple[str, Keys, bytes]
 ) -> None:

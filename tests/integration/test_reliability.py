@@ -58,6 +58,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, 
 
 @pytest.mark.writes_mysql
 @pytest.mark.parametrize("rewarm", [False, True], ids=["invalidate", "invalidate-rewarm"])
+@pytest.mark.slow
 def test_invalidation_during_a_warm_is_never_overwritten_with_stale_data(
     make_settings: MakeSettings,
     shop_conn: Connection,
@@ -177,6 +178,7 @@ def waiting_for_rows(pid: int) -> bool:
         ("mysqlclient", "SIGTERM"),
     ],
 )
+@pytest.mark.slow
 def test_run_stops_promptly_while_a_query_is_streaming(
     make_config: MakeConfig, shop_conn: Connection, driver: str, how: str
 ) -> None:
@@ -232,6 +234,7 @@ def test_frozen_redis_fails_with_a_clear_error(
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signal_mid_run_exits_cleanly_and_leaves_the_hot_list_alone(
     make_config: MakeConfig,
     shop_conn: Connection,
@@ -348,6 +351,7 @@ def test_mariadb_killed_during_the_read_phase(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_fifty_simultaneous_runs_one_works_the_rest_skip_and_the_log_stays_whole(
     make_config: MakeConfig, shop_conn: Connection
 ) -> None:

@@ -59,6 +59,7 @@ def assert_no_secret(where: str, text: str) -> None:
         assert secret not in text, f"{secret} leaked into {where}: {text[:2000]}"
 
 
+@pytest.mark.slow
 def test_passwords_never_shown_anywhere(
     make_config: MakeConfig, guarded: Guarded, tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ def is_writable_master(setup: servers.RedisSentinel, port: int) -> bool:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_failover_mid_run_then_the_next_run_writes_to_the_new_master(
     make_config: MakeConfig, redis_sentinel: servers.RedisSentinel, key_prefix: str
 ) -> None:
