@@ -29,7 +29,9 @@ import seed as shop  # examples/seed.py
 
 PREFIX = "bench"
 VERSION = 1
-TTL_S = 900
+# Longer than a whole size's runs: at 10M the steady-state check compares listings
+# written half an hour earlier, and an expired one would fail it.
+TTL_S = 7200
 
 
 @dataclass(frozen=True)

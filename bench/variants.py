@@ -29,6 +29,7 @@ from report import Result, SizeReport
 
 INVALIDATE_IDS = 10_000
 RUNLOG = "cachewarm.runs.jsonl"
+FLUSH_TIMEOUT_S = 300
 # Redis logical databases: one per variant and install.
 DB_C, DB_NAIVE, DB_CHECK = 1, 2, 3
 DB_FULL = {name: 4 + i for i, name in enumerate(SPECS)}
@@ -51,7 +52,8 @@ class Lab:
         return self.rd.url.rsplit("/", 1)[0]
 
     def rdb(self, db: int) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, db=db)
+        # Flushing millions of keys outlasts redis-py's default read timeout (5 s in 8.x).
+        return redis.Redis.from_url(self.redis_url, db=db, socket_timeout=FLUSH_TIMEOUT_S)
 
     def flush(self, db: int) -> None:
         self.rdb(db).flushdb()
@@ -431,8 +433,7 @@ def run_size(lab: Lab, catalog: Catalog, n: int, installs: list[Install]) -> Siz
     for install in installs:
         steady(lab, report, catalog, database, install)
     invalidate(lab, report, database, installs[0])
-    # Millions of keys over several databases: FLUSHALL outlasts the default read timeout.
-    redis.Redis.from_url(lab.redis_url, socket_timeout=300).flushall()
+    lab.rdb(0).flushall()
     lab.background(report)
     if max(report.idle_cpu) > 0.2:
         log(f"{report.label}: other processes kept {max(report.idle_cpu)} cores busy")
