@@ -79,6 +79,21 @@ def _host_port(node: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _SentinelMaster(redis.Redis):
+    """The master's client; closing it also closes the connections to the sentinels.
+
+    redis-py leaves those to the Sentinel object, which nothing else here holds: every
+    `connect` would otherwise leave one socket per sentinel asked open until collected.
+    """
+
+    def close(self) -> None:
+        super().close()
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for asked in pool.sentinel_manager.sentinels:
+                asked.close()
+
+
 def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.Redis:
     """The service's master; `url` gives its db, user and TLS (its host is not used)."""
     parsed = parse_url(settings.url)  # type: ignore[no-untyped-call]
@@ -96,7 +111,9 @@ def _sentinel_master(settings: RedisSettings, kwargs: dict[str, Any]) -> redis.R
     sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         [_host_port(s) for s in settings.sentinels], sentinel_kwargs=asking, **timeouts
     )
-    master: redis.Redis = sentinel.master_for(settings.service_name, **master_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
+        settings.service_name, redis_class=_SentinelMaster, **master_kwargs
+    )
     return master
 
 

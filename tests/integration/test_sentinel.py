@@ -11,7 +11,21 @@ import redis
 import servers
 
 from cachewarm.keys import Keys
-from tests.helpers import MakeConfig, cachewarm, one_line, runs, slow_listing_query, start, wait_for
+from cachewarm.store.connect import connect
+from tests.helpers import (
+    MakeConfig,
+    MakeSettings,
+    cachewarm,
+    one_line,
+    runs,
+    slow_listing_query,
+    start,
+    wait_for,
+)
+from tests.integration.test_misses import (
+    test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes,
+    test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale,
+)
 from tests.integration.test_reliability import (
     finish,
     test_invalidation_during_a_warm_is_never_overwritten_with_stale_data,
@@ -28,6 +42,8 @@ __all__ = [  # collected here again, through Sentinel
     "test_empty_hot_query_keeps_the_published_list",
     "test_invalidate_rewarm_writes_the_fresh_row",
     "test_invalidation_during_a_warm_is_never_overwritten_with_stale_data",
+    "test_misses_a_reader_reports_are_cached_by_the_next_run_with_a_warms_bytes",
+    "test_misses_an_invalidation_racing_a_fill_leaves_nothing_stale",
     "test_paused_redis_lock_holder_cannot_overwrite_the_next_holder",
     "test_run_writes_every_hot_listing_then_the_hot_list",
 ]
@@ -131,3 +147,21 @@ def test_sentinels_with_a_password(
     assert len(hot) > 100
     for proc in (without, done):
         assert password not in proc.stdout + proc.stderr
+
+
+def test_a_closed_client_hangs_up_on_the_sentinels(
+    make_settings: MakeSettings, shared_sentinel: servers.RedisSentinel
+) -> None:
+    """Every connect asks the sentinels; closing its client must close those sockets too."""
+    settings = make_settings()
+    asked = shared_sentinel.sentinels[0]
+    watcher = redis.Redis(host=asked.host, port=asked.port)
+    try:
+        before = len(watcher.client_list())
+        for _ in range(5):
+            client = connect(settings.redis)
+            assert len(watcher.client_list()) > before  # this connect asked this sentinel
+            client.close()
+        assert len(watcher.client_list()) == before
+    finally:
+        watcher.close()
