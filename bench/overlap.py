@@ -5,7 +5,8 @@ whole process, with the CPU seconds it, mariadbd and redis-server used meanwhile
 two `cachewarm run` processes at once, each warming half of the hot ids (`id % 2`) into
 its own Redis database. The split is an upper bound on what worker processes could give
 on this machine: each half pays its own start-up, connections and hot query, which a
-design that forks after the hot query would not.
+design that forks after the hot query would not; and that design itself, as the
+experiment bench/forked_warm.py with two workers.
 
     .venv/bin/python bench/overlap.py --catalog narrow,sample --size 100k --repeat 3
 
@@ -125,16 +126,25 @@ def main() -> int:
                             )
                         )
                     argvs = [[install.cachewarm, "--config", str(c), "run"] for c in configs]
+                    forked = [install.python, str(HERE / "forked_warm.py"), str(configs[0]), "2"]
                     one: list[Sample] = []
                     split: list[Sample] = []
+                    fork: list[Sample] = []
                     for rep in range(args.repeat + 1):  # the first round warms caches
                         redis.Redis.from_url(base).flushall()
                         a = timed(argvs[:1], db, rd)
                         b = timed(argvs[1:], db, rd)
+                        redis.Redis.from_url(base).flushall()
+                        c = timed([forked], db, rd)
                         if rep:
                             one.append(a)
                             split.append(b)
-                    for label, samples in (("one process", one), ("two halves at once", split)):
+                            fork.append(c)
+                    for label, samples in (
+                        ("one process", one),
+                        ("two halves at once", split),
+                        ("forked after the hot query, 2 workers", fork),
+                    ):
                         wall = statistics.median(s.wall for s in samples)
                         client = statistics.median(s.client for s in samples)
                         mariadb = statistics.median(s.mariadb for s in samples)

@@ -56,3 +56,25 @@ def test_bench_runs_and_every_variant_writes_the_same_bytes(tmp_path: Path) -> N
         assert set(checks) == CHECKS, report["catalog"]
         failed = [f"{c['text']} {c['details']}" for c in checks.values() if not c["ok"]]
         assert not failed, report["catalog"]
+
+
+@pytest.mark.timeout(120)
+def test_overlap_bench_runs_each_way_of_warming() -> None:
+    """bench/overlap.py (and the forked-workers experiment it times) still runs to the end.
+
+    Each timed variant fails the script when a warm exits non-zero; the forked warm
+    also when it wrote fewer listings than hot ids.
+    """
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "overlap.py"),
+        *("--catalog", "narrow", "--size", str(N), "--repeat", "1", "--installs", "default"),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| narrow | default |")]
+    assert [row.split(" | ")[2] for row in rows] == [
+        "one process",
+        "two halves at once",
+        "forked after the hot query, 2 workers",
+    ]
